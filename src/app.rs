@@ -1,0 +1,106 @@
+//! Building the application state, and serving it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::clients::Clients;
+use crate::config::Config;
+use crate::crypto::Keyring;
+use crate::password::{HashPool, Passwords};
+use crate::store::Db;
+use crate::tenants::{Argon2Policy, Tenants};
+use crate::tokens::tenant_keys::KeyService;
+
+/// Cheap handles shared by every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub keyring: Arc<Keyring>,
+    pub keys: Arc<KeyService>,
+    pub tenants: Arc<Tenants>,
+    pub clients: Arc<Clients>,
+    pub passwords: Arc<Passwords>,
+    pub metrics: PrometheusHandle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("keys: {0}")]
+    Keys(#[from] crate::crypto::KeyError),
+}
+
+impl AppState {
+    /// Connects, migrates, opens `keys/` (refusing mismatched keys) and starts the worker pool.
+    pub async fn build(config: Config) -> Result<AppState, StartError> {
+        let db = Db::connect(&config.database_url(), config.database_max_connections).await?;
+        db.migrate().await?;
+        let keyring = Arc::new(Keyring::open(&config.keys_dir, &db).await?);
+        let pool = Arc::new(HashPool::new(config.hash_workers, config.hash_queue));
+        let default = Argon2Policy { m_kib: config.argon2_m_kib, t: config.argon2_t, p: config.argon2_p };
+        Ok(AppState {
+            keys: Arc::new(KeyService::new(db.clone(), keyring.clone(), pool.clone())),
+            tenants: Arc::new(Tenants::new(db.clone())),
+            clients: Arc::new(Clients::new(db.clone())),
+            passwords: Arc::new(Passwords::new(pool, keyring.clone(), default)),
+            metrics: crate::http::metrics::handle(),
+            config: Arc::new(config),
+            db,
+            keyring,
+        })
+    }
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = crate::http::router::router(state.clone());
+    let maintenance = tokio::spawn(maintenance(state));
+    let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await;
+    maintenance.abort();
+    r
+}
+
+/// Periodic clean-up of expired rows.
+async fn maintenance(state: AppState) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::store::revocations::purge_expired(&state.db).await {
+            tracing::warn!(error = %e, "purging expired revocations failed");
+        }
+        if let Err(e) = crate::store::keys::delete_expired(&state.db).await {
+            tracing::warn!(error = %e, "deleting expired signing keys failed");
+        }
+    }
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

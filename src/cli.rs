@@ -1,0 +1,260 @@
+//! The command line. Exit codes: 0 success, 2 bad usage or configuration, 1 runtime failure.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{AppState, serve, shutdown_signal};
+use crate::config::{Config, LogFormat};
+use crate::crypto::keyring::Kind;
+use crate::store::{self, Db};
+use crate::tenants::{self, Policy, SYSTEM};
+
+#[derive(Parser)]
+#[command(name = "unicred", version, about = "A hardened multi-tenant credential service")]
+pub struct Cli {
+    /// TOML configuration file (also UNICRED_CONFIG).
+    #[arg(long, global = true, env = "UNICRED_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Create the system tenant and platform-admin client once; issue that client a fresh secret.
+    Bootstrap {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCmd),
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Rotate keys.
+    #[command(subcommand)]
+    Keys(KeysCmd),
+    /// Measure Argon2 on this machine.
+    #[command(subcommand)]
+    Hash(HashCmd),
+}
+
+#[derive(Subcommand)]
+enum TenantCmd {
+    Create {
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    Create {
+        #[arg(long)]
+        tenant: String,
+        username: String,
+        /// Read the password from standard input (first line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Promote the tenant's published `next` signing keys.
+    Rotate {
+        #[arg(long)]
+        tenant: String,
+        /// Remove the current keys from the JWKS now (tokens they signed stop validating).
+        #[arg(long)]
+        emergency: bool,
+    },
+    /// New master key version; re-encrypts everything the master key protects.
+    RotateMaster,
+    /// New pepper version; old hashes move to it at their next successful login.
+    RotatePepper,
+}
+
+#[derive(Subcommand)]
+enum HashCmd {
+    /// Print the strongest Argon2id parameters that meet a latency target.
+    Calibrate {
+        #[arg(long, default_value_t = 250)]
+        target_ms: u64,
+        #[arg(long, default_value_t = 256)]
+        max_memory_mib: u32,
+    },
+    /// Median ms/hash and hashes/s at the given (default: configured) parameters.
+    Bench {
+        #[arg(long)]
+        m_kib: Option<u32>,
+        #[arg(long)]
+        t: Option<u32>,
+        #[arg(long)]
+        p: Option<u32>,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+/// Runtime failure: printed as one line, exit 1.
+type Failure = Box<dyn std::error::Error>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("unicred: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("unicred: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+async fn run(command: Command, config: Config) -> Result<(), Failure> {
+    match command {
+        Command::Serve => {
+            let listen = config.listen;
+            let state = AppState::build(config).await?;
+            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            tracing::info!(listen = %listener.local_addr()?, "unicred serving");
+            serve(listener, state, shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let db = Db::connect(&config.database_url(), 2).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+        }
+        Command::Bootstrap { json } => {
+            let state = AppState::build(config).await?;
+            let out = bootstrap(&state).await?;
+            if json {
+                println!("{out}");
+            } else {
+                println!("Platform-admin client (the secret is shown once; the previous one no longer works):");
+                for (k, v) in out.as_object().into_iter().flatten() {
+                    println!("  {k}: {}", v.as_str().unwrap_or_default());
+                }
+            }
+        }
+        Command::Tenant(TenantCmd::Create { slug, name }) => {
+            if slug == SYSTEM {
+                return Err("the system tenant is created by `unicred bootstrap`".into());
+            }
+            let state = AppState::build(config).await?;
+            let t = tenants::create(&state, &slug, name.as_deref(), Policy::default()).await?;
+            println!("{}", serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": state.config.issuer(&t.slug)}));
+        }
+        Command::User(UserCmd::Create { tenant, username, password_stdin }) => {
+            let state = AppState::build(config).await?;
+            let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
+            let password = if password_stdin {
+                let mut s = zeroize::Zeroizing::new(String::new());
+                std::io::stdin().take(4096).read_to_string(&mut s)?;
+                Some(s.lines().next().unwrap_or_default().to_string())
+            } else {
+                None
+            };
+            let input = crate::users::NewUser { username, email: None, display_name: None, password, temporary: false };
+            let u = crate::users::create(&state, &t, input).await?;
+            println!("{}", serde_json::json!({"id": u.id, "username": u.username}));
+        }
+        Command::Keys(KeysCmd::Rotate { tenant, emergency }) => {
+            let state = AppState::build(config).await?;
+            let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
+            state.keys.rotate(&t.id, emergency).await?;
+            println!("rotated signing keys of {}{}", t.slug, if emergency { " (emergency: previous keys withdrawn)" } else { "" });
+        }
+        Command::Keys(KeysCmd::RotateMaster) => {
+            let state = AppState::build(config).await?;
+            let v = state.keyring.rotate(&state.db, Kind::Master).await?;
+            let n = state.keys.reencrypt_all().await?;
+            println!("master key v{v}; re-encrypted {n} signing keys");
+            report("signing keys by master version", store::keys::count_by_master_version(&state.db).await?);
+        }
+        Command::Keys(KeysCmd::RotatePepper) => {
+            let state = AppState::build(config).await?;
+            let v = state.keyring.rotate(&state.db, Kind::Pepper).await?;
+            println!("pepper v{v}; hashes move to it at each user's next successful login");
+            report("password hashes by pepper version", store::users::count_by_pepper(&state.db).await?);
+        }
+        Command::Hash(cmd) => crate::password::bench::run(cmd_params(cmd, &config))?,
+    }
+    Ok(())
+}
+
+fn cmd_params(cmd: HashCmd, config: &Config) -> crate::password::bench::Command {
+    use crate::password::bench::Command as B;
+    match cmd {
+        HashCmd::Calibrate { target_ms, max_memory_mib } => B::Calibrate { target_ms, max_memory_mib },
+        HashCmd::Bench { m_kib, t, p, threads } => B::Bench {
+            m_kib: m_kib.unwrap_or(config.argon2_m_kib),
+            t: t.unwrap_or(config.argon2_t),
+            p: p.unwrap_or(config.argon2_p),
+            threads: threads.unwrap_or(config.hash_workers),
+        },
+    }
+}
+
+fn report(what: &str, rows: Vec<(i64, i64)>) {
+    let rows: Vec<String> = rows.iter().map(|(v, n)| format!("v{v}: {n}")).collect();
+    println!("{what}: {}", if rows.is_empty() { "none".into() } else { rows.join(", ") });
+}
+
+/// Ensures the system tenant and its platform-admin client; issues a fresh secret.
+pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
+    let system = match state.tenants.by_slug(SYSTEM).await? {
+        Some(t) => (*t).clone(),
+        None => tenants::create(state, SYSTEM, Some("Platform"), Policy::default()).await?,
+    };
+    let client = match store::clients::platform_admin(&state.db, &system.id).await? {
+        Some(row) => crate::clients::Client::try_from(row)?,
+        None => {
+            let input = crate::clients::ClientInput {
+                name: Some("platform-admin".into()),
+                grant_types: Some(vec![crate::clients::GRANT_CLIENT_CREDENTIALS.into()]),
+                scopes: Some(vec![crate::clients::SCOPE_ADMIN.into()]),
+                ..Default::default()
+            };
+            let (c, _) = crate::clients::create(state, &system, input, true).await?;
+            store::clients::set_platform_admin(&state.db, &c.id).await?;
+            c
+        }
+    };
+    let secret = crate::clients::rotate_secret(state, &client).await?;
+    let issuer = state.config.issuer(SYSTEM);
+    Ok(serde_json::json!({
+        "client_id": client.id,
+        "client_secret": secret,
+        "token_endpoint": format!("{issuer}/token"),
+        "issuer": issuer,
+    }))
+}

@@ -1,0 +1,196 @@
+//! The two error renderers: RFC 9457 problem+json for the management API, RFC 6749 error JSON
+//! for OAuth endpoints. Internal detail is logged here, inside the request span, and never sent.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::error::Error;
+
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub title: &'static str,
+    pub detail: Option<String>,
+    pub errors: Option<serde_json::Value>,
+    pub www_authenticate: Option<String>,
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
+        Problem { status, code, title, detail: None, errors: None, www_authenticate: None, retry_after: None }
+    }
+    pub fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = Some(d.into());
+        self
+    }
+    pub fn bad_request(d: impl Into<String>) -> Self {
+        Problem::new(StatusCode::BAD_REQUEST, "bad-request", "The request is malformed").detail(d)
+    }
+    pub fn validation(field: &str, reason: &str) -> Self {
+        let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "A field is invalid")
+            .detail(format!("`{field}` {reason}"));
+        p.errors = Some(serde_json::json!([{ "field": field, "reason": reason }]));
+        p
+    }
+    pub fn not_found() -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+    }
+    pub fn unauthorized(www: &str) -> Self {
+        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "A valid bearer token is required");
+        p.www_authenticate = Some(www.into());
+        p
+    }
+    pub fn forbidden(d: impl Into<String>) -> Self {
+        let mut p = Problem::new(StatusCode::FORBIDDEN, "forbidden", "The token does not allow this").detail(d);
+        p.www_authenticate = Some("Bearer error=\"insufficient_scope\"".into());
+        p
+    }
+    pub fn busy() -> Self {
+        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "The service is busy, retry later");
+        p.retry_after = Some(1);
+        p
+    }
+    /// Logs `err` and answers a generic 500.
+    pub fn internal(err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
+    }
+}
+
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'a str,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<&'a serde_json::Value>,
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = ProblemBody {
+            kind: format!("urn:unicred:problem:{}", self.code),
+            title: self.title,
+            status: self.status.as_u16(),
+            detail: self.detail.as_deref(),
+            errors: self.errors.as_ref(),
+        };
+        let mut r = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(w) = self.www_authenticate.and_then(|w| HeaderValue::from_str(&w).ok()) {
+            h.insert(header::WWW_AUTHENTICATE, w);
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<Error> for Problem {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Invalid { field, reason } => Problem::validation(field, &reason),
+            Error::Conflict(what) => {
+                Problem::new(StatusCode::CONFLICT, "conflict", "The resource already exists").detail(format!("{what} already exists"))
+            }
+            Error::NotFound => Problem::not_found(),
+            Error::Forbidden(why) => Problem::forbidden(why),
+            Error::Busy => Problem::busy(),
+            Error::Policy(violations) => {
+                let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "password-policy", "The password does not meet the policy");
+                p.errors = Some(serde_json::to_value(violations).unwrap_or_default());
+                p
+            }
+            Error::Store(e) => Problem::internal(&e),
+            Error::Keys(e) => Problem::internal(&e),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for Problem {
+    fn from(e: crate::store::StoreError) -> Self {
+        Problem::from(Error::from(e))
+    }
+}
+
+/// RFC 6749 §5.2 error response.
+#[derive(Debug)]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    pub www_authenticate: Option<&'static str>,
+    pub retry_after: Option<u64>,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        OAuthError { status, error, description: description.into(), www_authenticate: None, retry_after: None }
+    }
+    pub fn invalid_request(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
+    }
+    /// Same answer for unknown client, wrong secret and wrong method.
+    pub fn invalid_client() -> Self {
+        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        e.www_authenticate = Some("Basic realm=\"unicred\", charset=\"UTF-8\"");
+        e
+    }
+    pub fn invalid_grant(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", d)
+    }
+    pub fn unauthorized_client(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
+    }
+    pub fn unsupported_grant_type() -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is not supported")
+    }
+    pub fn invalid_scope(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d)
+    }
+    pub fn invalid_target(d: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_target", d)
+    }
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "invalid_request", "unknown tenant")
+    }
+    pub fn busy() -> Self {
+        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "busy, retry later");
+        e.retry_after = Some(1);
+        e
+    }
+    pub fn server_error(err: &dyn std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({ "error": self.error, "error_description": self.description });
+        let mut r = (self.status, axum::Json(body)).into_response();
+        let h = r.headers_mut();
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Some(w) = self.www_authenticate {
+            h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(w));
+        }
+        if let Some(s) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        r
+    }
+}
+
+impl From<crate::store::StoreError> for OAuthError {
+    fn from(e: crate::store::StoreError) -> Self {
+        OAuthError::server_error(&e)
+    }
+}

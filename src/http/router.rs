@@ -1,0 +1,101 @@
+//! Every path unicred serves, in one place.
+
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::admin;
+use crate::app::AppState;
+use crate::http::{metrics, ops};
+use crate::oidc;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "unicred management API", description = "Tenants, users, clients and signing keys. \
+        Authenticate with a client_credentials access token (scope `admin` from the `system` tenant, \
+        or `tenant-admin` for one tenant)."),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The management API's routes and its OpenAPI document, from the same declarations.
+pub fn admin_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(admin::tenants::create, admin::tenants::list))
+        .routes(routes!(admin::tenants::get, admin::tenants::update, admin::tenants::delete))
+        .routes(routes!(admin::users::create, admin::users::list))
+        .routes(routes!(admin::users::get, admin::users::update, admin::users::delete))
+        .routes(routes!(admin::users::set_password))
+        .routes(routes!(admin::clients::create, admin::clients::list))
+        .routes(routes!(admin::clients::get, admin::clients::update, admin::clients::delete))
+        .routes(routes!(admin::clients::rotate_secret))
+        .routes(routes!(admin::keys::list))
+        .routes(routes!(admin::keys::rotate))
+        .split_for_parts()
+}
+
+pub fn openapi_json() -> String {
+    admin_api().1.to_pretty_json().expect("OpenAPI document serializes")
+}
+
+pub fn router(state: AppState) -> Router {
+    let (admin, openapi) = admin_api();
+    let openapi = openapi.to_pretty_json().expect("OpenAPI document serializes");
+    let tenant = Router::new()
+        .route("/.well-known/openid-configuration", get(oidc::discovery::openid_configuration))
+        .route("/jwks.json", get(oidc::discovery::jwks))
+        .route("/token", post(oidc::token::token))
+        .route("/introspect", post(oidc::introspect::introspect))
+        .route("/revoke", post(oidc::revoke::revoke));
+
+    let request_id = HeaderName::from_static("x-request-id");
+    let timeout = Duration::from_secs(state.config.request_timeout_seconds);
+    Router::new()
+        .nest("/t/{tenant}", tenant)
+        .merge(admin)
+        .route(
+            "/admin/v1/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi) }),
+        )
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(|| async { crate::http::Problem::not_found() })
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn(metrics::track))
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        // Spans name the method, the path (never the query: it can carry codes) and the request id.
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}

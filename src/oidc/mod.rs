@@ -1,0 +1,19 @@
+//! The per-tenant protocol endpoints under `{public_url}/t/{tenant}`.
+
+pub mod client_auth;
+pub mod discovery;
+pub mod form;
+pub mod introspect;
+pub mod revoke;
+pub mod token;
+
+use std::sync::Arc;
+
+use crate::app::AppState;
+use crate::http::OAuthError;
+use crate::tenants::Tenant;
+
+/// The tenant named in the path, or the OAuth error for an unknown one.
+pub async fn tenant(state: &AppState, slug: &str) -> Result<Arc<Tenant>, OAuthError> {
+    state.tenants.by_slug(slug).await?.ok_or_else(OAuthError::not_found)
+}

@@ -1,0 +1,34 @@
+//! `/revoke` (RFC 7009): a client revokes only its own tokens; unknown or foreign tokens get
+//! the same 200 so nothing is learnt from the answer.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+
+use crate::app::AppState;
+use crate::http::OAuthError;
+use crate::http::extract::Path;
+use crate::store;
+use crate::tokens::access;
+
+use super::client_auth;
+use super::form::Form;
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, OAuthError> {
+    let tenant = super::tenant(&state, &slug).await?;
+    let form = Form::parse(&headers, &body)?;
+    let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
+    let token = form.require("token")?;
+    if let Ok((t, claims)) = access::validate(&state, token, None).await {
+        if t.id == tenant.id && claims.client_id == client.id {
+            store::revocations::revoke(&state.db, &claims.jti, &tenant.id, claims.exp + crate::tenants::CLOCK_SKEW).await?;
+            metrics::counter!("unicred_tokens_revoked_total").increment(1);
+        }
+    }
+    Ok(StatusCode::OK)
+}

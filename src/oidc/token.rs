@@ -1,0 +1,125 @@
+//! `/token` (RFC 6749 §3.2): no-cache, parse, authenticate the client, dispatch on the grant.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::app::AppState;
+use crate::clients::{self, Client, GRANT_CLIENT_CREDENTIALS, SCOPE_ADMIN, SCOPE_TENANT_ADMIN};
+use crate::http::OAuthError;
+use crate::http::extract::Path;
+use crate::store;
+use crate::tenants::Tenant;
+use crate::tokens::access::{self, AccessClaims};
+
+use super::client_auth;
+use super::form::Form;
+
+enum GrantType {
+    ClientCredentials,
+}
+
+impl GrantType {
+    fn parse(s: &str) -> Option<GrantType> {
+        match s {
+            GRANT_CLIENT_CREDENTIALS => Some(GrantType::ClientCredentials),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+}
+
+impl IntoResponse for TokenResponse {
+    fn into_response(self) -> Response {
+        let mut r = axum::Json(self).into_response();
+        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        r
+    }
+}
+
+pub async fn token(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<TokenResponse, OAuthError> {
+    let tenant = super::tenant(&state, &slug).await?;
+    let form = Form::parse(&headers, &body)?;
+    let grant = form.require("grant_type")?;
+    let grant = GrantType::parse(grant).ok_or_else(OAuthError::unsupported_grant_type)?;
+    let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
+    match grant {
+        GrantType::ClientCredentials => client_credentials(&state, &tenant, &client, &form).await,
+    }
+}
+
+/// RFC 6749 §4.4. Admin scopes come only from here, and only for clients a platform admin
+/// granted them; their tokens are for the management API alone.
+async fn client_credentials(state: &AppState, tenant: &Tenant, client: &Client, form: &Form) -> Result<TokenResponse, OAuthError> {
+    if client.is_public() || !client.has_grant(GRANT_CLIENT_CREDENTIALS) {
+        return Err(OAuthError::unauthorized_client("client_credentials is not allowed for this client"));
+    }
+    let scopes = granted_scopes(client, form.get("scope"))?;
+    let admin = scopes.iter().any(|s| *s == SCOPE_ADMIN || *s == SCOPE_TENANT_ADMIN);
+    let resources = form.all("resource");
+    if resources.len() > 1 {
+        return Err(OAuthError::invalid_target("one resource per token"));
+    }
+    let aud = match (resources.first(), admin) {
+        (None, true) => state.config.admin_audience(),
+        (Some(r), true) if *r == state.config.admin_audience() => r.to_string(),
+        (Some(_), true) => return Err(OAuthError::invalid_target("admin scopes are only for the management API")),
+        (Some(r), false) if client.resources.iter().any(|x| x == r) => r.to_string(),
+        (Some(_), false) => return Err(OAuthError::invalid_target("resource is not allowed for this client")),
+        (None, false) => client.id.clone(),
+    };
+    let now = store::now();
+    let ttl = tenant.policy.access_token_ttl();
+    let claims = AccessClaims {
+        iss: state.config.issuer(&tenant.slug),
+        sub: client.id.clone(),
+        aud,
+        client_id: client.id.clone(),
+        exp: now + ttl,
+        iat: now,
+        jti: crate::crypto::random_token::<16>(),
+        scope: scopes.join(" "),
+        auth_time: None,
+        acr: None,
+    };
+    let token = access::issue(state, tenant, &claims).await.map_err(|e| OAuthError::server_error(&e))?;
+    metrics::counter!("unicred_tokens_issued_total", "grant" => "client_credentials").increment(1);
+    Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: ttl, scope: claims.scope })
+}
+
+/// The requested scopes, each of which the client must hold; none requested means all of
+/// the client's scopes.
+fn granted_scopes<'a>(client: &'a Client, requested: Option<&'a str>) -> Result<Vec<&'a str>, OAuthError> {
+    let Some(requested) = requested else {
+        return Ok(client.scopes.iter().map(String::as_str).collect());
+    };
+    if requested.len() > 2048 {
+        return Err(OAuthError::invalid_scope("scope is too long"));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        if !clients::valid_scope_token(s) || !client.scopes.iter().any(|c| c == s) {
+            return Err(OAuthError::invalid_scope("a requested scope is not allowed for this client"));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,152 @@
+//! The only module that speaks SQL. One implementation over sqlx's `Any` driver: both
+//! backends accept the same lower-case SQL with `$n` placeholders, text ids, integer times
+//! and 0/1 flags, so the suite that runs on both really exercises the same code.
+
+pub mod clients;
+pub mod keys;
+pub mod revocations;
+pub mod tenants;
+pub mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, ConnectOptions, Executor};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Turns a unique-constraint violation into `Conflict(what)`.
+pub(crate) fn on_unique(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
+    move |e| match e.as_database_error() {
+        Some(d) if d.is_unique_violation() => StoreError::Conflict(what),
+        _ => StoreError::Db(e),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Db {
+    pub pool: AnyPool,
+    pub backend: Backend,
+}
+
+static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+impl Db {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = if url.starts_with("sqlite:") {
+            let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or_default();
+            if let Some(dir) = std::path::Path::new(path).parent() {
+                if !dir.as_os_str().is_empty() {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StoreError::Corrupt(format!("cannot create {}: {e}", dir.display())))?;
+                }
+            }
+            let url = if url.contains('?') { url.to_string() } else { format!("{url}?mode=rwc") };
+            (Backend::Sqlite, url)
+        } else {
+            (Backend::Postgres, url.to_string())
+        };
+        let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the writer; busy_timeout makes writers
+                        // queue instead of failing.
+                        conn.execute("pragma journal_mode = wal").await?;
+                        conn.execute("pragma synchronous = normal").await?;
+                        conn.execute("pragma busy_timeout = 10000").await?;
+                        conn.execute("pragma foreign_keys = on").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool, backend })
+    }
+
+    fn migrator(&self) -> &'static sqlx::migrate::Migrator {
+        match self.backend {
+            Backend::Sqlite => &SQLITE,
+            Backend::Postgres => &POSTGRES,
+        }
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        self.migrator()
+            .run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+    }
+
+    /// True when every embedded migration has been applied.
+    pub async fn is_migrated(&self) -> Result<bool> {
+        let applied: Vec<(i64,)> = sqlx::query_as("select version from _sqlx_migrations where success")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(self
+            .migrator()
+            .iter()
+            .all(|m| applied.iter().any(|(v,)| *v == m.version)))
+    }
+
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A write transaction. On SQLite it takes the write lock up front (`begin immediate`) so
+    /// a read-then-write transaction cannot fail with SQLITE_BUSY half-way.
+    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
+    }
+}
+
+/// Unix seconds.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// JSON-encoded list columns.
+pub(crate) fn list(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn parse_list(s: &str) -> Result<Vec<String>> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("list column: {e}")))
+}

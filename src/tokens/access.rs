@@ -1,0 +1,96 @@
+//! RFC 9068 access tokens: issued by `/token`, accepted by introspection, userinfo, the account
+//! and admin APIs. Validation is one function so every surface refuses the same tokens.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::app::AppState;
+use crate::store;
+use crate::tenants::Tenant;
+
+use super::jwt::{self, Invalid};
+
+pub const TYP: &str = "at+jwt";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub client_id: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub jti: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_time: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+}
+
+impl AccessClaims {
+    pub fn has_scope(&self, s: &str) -> bool {
+        self.scope.split(' ').any(|x| x == s)
+    }
+    /// Client-credentials tokens have the client as subject.
+    pub fn is_client_token(&self) -> bool {
+        self.sub == self.client_id && self.auth_time.is_none()
+    }
+}
+
+/// Signs an access token with the tenant's current key for its default algorithm.
+pub async fn issue(state: &AppState, tenant: &Tenant, claims: &AccessClaims) -> Result<String, super::tenant_keys::KeysError> {
+    let keys = state.keys.for_tenant(&tenant.id).await?;
+    let signer = keys
+        .signers
+        .get(&tenant.policy.signing_alg())
+        .ok_or(super::tenant_keys::KeysError::Store(store::StoreError::Corrupt("no current signing key".into())))?;
+    Ok(jwt::sign(signer, TYP, claims))
+}
+
+/// Verifies an access token: a published key of its tenant, signature, `typ`, `exp`, `iss`,
+/// `aud` (when given), then revocation and the subject's standing (client still exists,
+/// user still active and not revoked since the token was issued).
+pub async fn validate(
+    state: &AppState,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<(Arc<Tenant>, AccessClaims), Invalid> {
+    let peek = jwt::peek(token)?;
+    if peek.typ.as_deref().map(|t| t.to_ascii_lowercase()) != Some(TYP.into()) {
+        return Err(Invalid::WrongType);
+    }
+    let tenant_id = state
+        .keys
+        .tenant_of_kid(&peek.kid)
+        .await
+        .map_err(|_| Invalid::UnknownKey)?
+        .ok_or(Invalid::UnknownKey)?;
+    let tenant = state.tenants.by_id(&tenant_id).await.ok().flatten().ok_or(Invalid::WrongIssuer)?;
+    let keys = state.keys.for_tenant(&tenant.id).await.map_err(|_| Invalid::UnknownKey)?;
+    let key = keys.verify.get(&peek.kid).ok_or(Invalid::UnknownKey)?;
+    if key.alg.jwt() != peek.alg {
+        return Err(Invalid::UnknownKey);
+    }
+    let issuer = state.config.issuer(&tenant.slug);
+    let claims: AccessClaims = jwt::verify(token, &key.key, peek.alg, &issuer, audience)?;
+    if store::revocations::is_revoked(&state.db, &claims.jti).await.map_err(|_| Invalid::Revoked)? {
+        return Err(Invalid::Revoked);
+    }
+    let client = state.clients.get(&claims.client_id).await.ok().flatten().ok_or(Invalid::Revoked)?;
+    if client.tenant_id != tenant.id {
+        return Err(Invalid::WrongIssuer);
+    }
+    if !claims.is_client_token() {
+        let user = store::users::get(&state.db, &tenant.id, &claims.sub)
+            .await
+            .map_err(|_| Invalid::Revoked)?
+            .ok_or(Invalid::Revoked)?;
+        if user.status != "active" || claims.iat < user.tokens_valid_after {
+            return Err(Invalid::Revoked);
+        }
+    }
+    Ok((tenant, claims))
+}

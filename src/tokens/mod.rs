@@ -1,0 +1,8 @@
+//! Signing keys, JWT issuance and validation, revocation.
+
+pub mod access;
+pub mod jwt;
+pub mod material;
+pub mod tenant_keys;
+
+pub use material::Alg;
