@@ -42,7 +42,11 @@ impl AppState {
         db.migrate().await?;
         let keyring = Arc::new(Keyring::open(&config.keys_dir, &db).await?);
         let pool = Arc::new(HashPool::new(config.hash_workers, config.hash_queue));
-        let default = Argon2Policy { m_kib: config.argon2_m_kib, t: config.argon2_t, p: config.argon2_p };
+        let default = Argon2Policy {
+            m_kib: config.argon2_m_kib,
+            t: config.argon2_t,
+            p: config.argon2_p,
+        };
         Ok(AppState {
             keys: Arc::new(KeyService::new(db.clone(), keyring.clone(), pool.clone())),
             tenants: Arc::new(Tenants::new(db.clone())),

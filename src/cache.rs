@@ -14,12 +14,18 @@ pub struct TtlCache<K, V> {
 
 impl<K: Eq + Hash + Clone, V: Clone> TtlCache<K, V> {
     pub fn new(ttl: Duration, max_entries: usize) -> Self {
-        TtlCache { ttl, max_entries, map: Mutex::new(HashMap::new()) }
+        TtlCache {
+            ttl,
+            max_entries,
+            map: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn get(&self, k: &K) -> Option<V> {
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(k).filter(|(at, _)| at.elapsed() < self.ttl).map(|(_, v)| v.clone())
+        map.get(k)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, v)| v.clone())
     }
 
     pub fn put(&self, k: K, v: V) {

@@ -132,7 +132,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -144,7 +146,9 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Serve => {
             let listen = config.listen;
             let state = AppState::build(config).await?;
-            let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
             tracing::info!(listen = %listener.local_addr()?, "unicred serving");
             serve(listener, state, shutdown_signal()).await?;
         }
@@ -171,9 +175,16 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             }
             let state = AppState::build(config).await?;
             let t = tenants::create(&state, &slug, name.as_deref(), Policy::default()).await?;
-            println!("{}", serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": state.config.issuer(&t.slug)}));
+            println!(
+                "{}",
+                serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": state.config.issuer(&t.slug)})
+            );
         }
-        Command::User(UserCmd::Create { tenant, username, password_stdin }) => {
+        Command::User(UserCmd::Create {
+            tenant,
+            username,
+            password_stdin,
+        }) => {
             let state = AppState::build(config).await?;
             let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
             let password = if password_stdin {
@@ -183,7 +194,13 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             } else {
                 None
             };
-            let input = crate::users::NewUser { username, email: None, display_name: None, password, temporary: false };
+            let input = crate::users::NewUser {
+                username,
+                email: None,
+                display_name: None,
+                password,
+                temporary: false,
+            };
             let u = crate::users::create(&state, &t, input).await?;
             println!("{}", serde_json::json!({"id": u.id, "username": u.username}));
         }
@@ -191,20 +208,34 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let state = AppState::build(config).await?;
             let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
             state.keys.rotate(&t.id, emergency).await?;
-            println!("rotated signing keys of {}{}", t.slug, if emergency { " (emergency: previous keys withdrawn)" } else { "" });
+            println!(
+                "rotated signing keys of {}{}",
+                t.slug,
+                if emergency {
+                    " (emergency: previous keys withdrawn)"
+                } else {
+                    ""
+                }
+            );
         }
         Command::Keys(KeysCmd::RotateMaster) => {
             let state = AppState::build(config).await?;
             let v = state.keyring.rotate(&state.db, Kind::Master).await?;
             let n = state.keys.reencrypt_all().await?;
             println!("master key v{v}; re-encrypted {n} signing keys");
-            report("signing keys by master version", store::keys::count_by_master_version(&state.db).await?);
+            report(
+                "signing keys by master version",
+                store::keys::count_by_master_version(&state.db).await?,
+            );
         }
         Command::Keys(KeysCmd::RotatePepper) => {
             let state = AppState::build(config).await?;
             let v = state.keyring.rotate(&state.db, Kind::Pepper).await?;
             println!("pepper v{v}; hashes move to it at each user's next successful login");
-            report("password hashes by pepper version", store::users::count_by_pepper(&state.db).await?);
+            report(
+                "password hashes by pepper version",
+                store::users::count_by_pepper(&state.db).await?,
+            );
         }
         Command::Hash(cmd) => crate::password::bench::run(cmd_params(cmd, &config))?,
     }
@@ -214,7 +245,13 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
 fn cmd_params(cmd: HashCmd, config: &Config) -> crate::password::bench::Command {
     use crate::password::bench::Command as B;
     match cmd {
-        HashCmd::Calibrate { target_ms, max_memory_mib } => B::Calibrate { target_ms, max_memory_mib },
+        HashCmd::Calibrate {
+            target_ms,
+            max_memory_mib,
+        } => B::Calibrate {
+            target_ms,
+            max_memory_mib,
+        },
         HashCmd::Bench { m_kib, t, p, threads } => B::Bench {
             m_kib: m_kib.unwrap_or(config.argon2_m_kib),
             t: t.unwrap_or(config.argon2_t),
@@ -226,7 +263,14 @@ fn cmd_params(cmd: HashCmd, config: &Config) -> crate::password::bench::Command 
 
 fn report(what: &str, rows: Vec<(i64, i64)>) {
     let rows: Vec<String> = rows.iter().map(|(v, n)| format!("v{v}: {n}")).collect();
-    println!("{what}: {}", if rows.is_empty() { "none".into() } else { rows.join(", ") });
+    println!(
+        "{what}: {}",
+        if rows.is_empty() {
+            "none".into()
+        } else {
+            rows.join(", ")
+        }
+    );
 }
 
 /// Ensures the system tenant and its platform-admin client; issues a fresh secret.

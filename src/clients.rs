@@ -37,9 +37,13 @@ impl AuthMethod {
         }
     }
     fn parse(s: &str) -> Option<Self> {
-        [AuthMethod::ClientSecretBasic, AuthMethod::ClientSecretPost, AuthMethod::None]
-            .into_iter()
-            .find(|m| m.name() == s)
+        [
+            AuthMethod::ClientSecretBasic,
+            AuthMethod::ClientSecretPost,
+            AuthMethod::None,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
     }
 }
 
@@ -171,7 +175,10 @@ pub fn is_loopback(u: &url::Url) -> bool {
 
 /// A scope token per RFC 6749 §3.3 (printable ASCII except space, `"` and `\`).
 pub fn valid_scope_token(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// Web origins for CORS: `scheme://host[:port]` only.
@@ -192,7 +199,10 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(db: Db) -> Self {
-        Clients { db, cache: TtlCache::new(Duration::from_secs(1), 100_000) }
+        Clients {
+            db,
+            cache: TtlCache::new(Duration::from_secs(1), 100_000),
+        }
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<Arc<Client>>, StoreError> {
@@ -202,7 +212,9 @@ impl Clients {
         if let Some(c) = self.cache.get(&id.to_string()) {
             return Ok(Some(c));
         }
-        let Some(row) = store::clients::get(&self.db, id).await? else { return Ok(None) };
+        let Some(row) = store::clients::get(&self.db, id).await? else {
+            return Ok(None);
+        };
         let c = Arc::new(Client::try_from(row)?);
         self.cache.put(c.id.clone(), c.clone());
         Ok(Some(c))
@@ -232,14 +244,22 @@ pub struct ClientInput {
 
 fn bounded(field: &'static str, v: &[String], max: usize) -> Result<(), crate::error::Error> {
     if v.len() > max {
-        return Err(crate::error::Error::invalid(field, format!("may hold at most {max} entries")));
+        return Err(crate::error::Error::invalid(
+            field,
+            format!("may hold at most {max} entries"),
+        ));
     }
     Ok(())
 }
 
 impl ClientInput {
     /// Applies and validates. `platform_admin`: whether the caller may grant admin scopes.
-    pub fn apply(self, c: &mut Client, tenant: &crate::tenants::Tenant, platform_admin: bool) -> Result<(), crate::error::Error> {
+    pub fn apply(
+        self,
+        c: &mut Client,
+        tenant: &crate::tenants::Tenant,
+        platform_admin: bool,
+    ) -> Result<(), crate::error::Error> {
         use crate::error::Error;
         if let Some(n) = self.name {
             crate::tenants::check_name(&n)?;
@@ -263,7 +283,10 @@ impl ClientInput {
         if let Some(v) = self.grant_types {
             bounded("grant_types", &v, 4)?;
             if let Some(g) = v.iter().find(|g| !GRANTS.contains(&g.as_str())) {
-                return Err(Error::invalid("grant_types", format!("`{}` is not supported", truncate(g))));
+                return Err(Error::invalid(
+                    "grant_types",
+                    format!("`{}` is not supported", truncate(g)),
+                ));
             }
             c.grant_types = v;
         }
@@ -291,7 +314,10 @@ impl ClientInput {
             for r in &v {
                 let ok = r.len() <= 512 && url::Url::parse(r).is_ok_and(|u| u.fragment().is_none());
                 if !ok {
-                    return Err(Error::invalid("resources", "must be absolute URIs without a fragment (RFC 8707)"));
+                    return Err(Error::invalid(
+                        "resources",
+                        "must be absolute URIs without a fragment (RFC 8707)",
+                    ));
                 }
             }
             c.resources = v;
@@ -314,14 +340,23 @@ impl ClientInput {
         }
         // Cross-field rules.
         if c.is_public() && (c.has_grant(GRANT_CLIENT_CREDENTIALS) || c.has_grant(GRANT_LOGIN_TICKET) || c.authn_api) {
-            return Err(Error::invalid("grant_types", "public clients cannot use client_credentials, login tickets or the authn API"));
+            return Err(Error::invalid(
+                "grant_types",
+                "public clients cannot use client_credentials, login tickets or the authn API",
+            ));
         }
         if c.has_grant(GRANT_CODE) && c.redirect_uris.is_empty() {
-            return Err(Error::invalid("redirect_uris", "authorization_code needs at least one redirect URI"));
+            return Err(Error::invalid(
+                "redirect_uris",
+                "authorization_code needs at least one redirect URI",
+            ));
         }
         let admin_scope = c.scopes.iter().any(|s| s == SCOPE_ADMIN || s == SCOPE_TENANT_ADMIN);
         if admin_scope && (c.is_public() || !c.has_grant(GRANT_CLIENT_CREDENTIALS)) {
-            return Err(Error::invalid("scopes", "admin scopes need a confidential client_credentials client"));
+            return Err(Error::invalid(
+                "scopes",
+                "admin scopes need a confidential client_credentials client",
+            ));
         }
         Ok(())
     }
@@ -380,7 +415,10 @@ pub async fn create(
 /// Issues a new secret; the old one stops working (within a second on every replica).
 pub async fn rotate_secret(state: &crate::app::AppState, c: &Client) -> Result<String, crate::error::Error> {
     if c.is_public() {
-        return Err(crate::error::Error::invalid("token_endpoint_auth_method", "public clients have no secret"));
+        return Err(crate::error::Error::invalid(
+            "token_endpoint_auth_method",
+            "public clients have no secret",
+        ));
     }
     let (secret, tag, version) = new_secret(&state.keyring, &c.id);
     store::clients::set_secret(&state.db, &c.id, Some(&tag), Some(version)).await?;

@@ -146,10 +146,7 @@ const KEYS: &[&str] = &[
 
 impl Config {
     /// Loads the layers. `env` is passed in (not read here) so tests can supply their own.
-    pub fn load(
-        file: Option<&Path>,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut table = toml::Table::new();
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
@@ -197,7 +194,10 @@ impl Config {
             return bad("public_url", "must not have a query or fragment");
         }
         if self.argon2_m_kib < 19456 || self.argon2_t < 2 || self.argon2_p < 1 {
-            return bad("argon2_m_kib", "with argon2_t/argon2_p is below OWASP's minimum (19456 KiB, t=2, p=1)");
+            return bad(
+                "argon2_m_kib",
+                "with argon2_t/argon2_p is below OWASP's minimum (19456 KiB, t=2, p=1)",
+            );
         }
         if self.argon2_p > 16 || self.argon2_t > 64 {
             return bad("argon2_p", "or argon2_t is unreasonably high");
@@ -302,7 +302,10 @@ mod tests {
     fn env_overrides_and_types() {
         let c = Config::load(
             None,
-            env(&[("UNICRED_HASH_WORKERS", "3"), ("UNICRED_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1")]),
+            env(&[
+                ("UNICRED_HASH_WORKERS", "3"),
+                ("UNICRED_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.hash_workers, 3);

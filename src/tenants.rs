@@ -118,8 +118,18 @@ impl Policy {
         range("zxcvbn_min_score", self.zxcvbn_min_score.map(u32::from), 0, 4)?;
         range("lockout_threshold", self.lockout_threshold, 1, 1000)?;
         range("lockout_max_delay_seconds", self.lockout_max_delay_seconds, 1, 86400)?;
-        range("access_token_ttl_seconds", self.access_token_ttl_seconds, 5, MAX_TOKEN_TTL)?;
-        range("refresh_token_ttl_seconds", self.refresh_token_ttl_seconds, 5, 90 * 86400)?;
+        range(
+            "access_token_ttl_seconds",
+            self.access_token_ttl_seconds,
+            5,
+            MAX_TOKEN_TTL,
+        )?;
+        range(
+            "refresh_token_ttl_seconds",
+            self.refresh_token_ttl_seconds,
+            5,
+            90 * 86400,
+        )?;
         range("session_idle_seconds", self.session_idle_seconds, 5, 30 * 86400)?;
         range("session_max_seconds", self.session_max_seconds, 5, 90 * 86400)?;
         range("reauth_window_seconds", self.reauth_window_seconds, 5, 86400)?;
@@ -151,7 +161,13 @@ impl TryFrom<store::tenants::TenantRow> for Tenant {
     type Error = StoreError;
     fn try_from(r: store::tenants::TenantRow) -> Result<Self, StoreError> {
         let policy = serde_json::from_str(&r.policy).map_err(|e| StoreError::Corrupt(format!("tenant policy: {e}")))?;
-        Ok(Tenant { id: r.id, slug: r.slug, name: r.name, policy, created_at: r.created_at })
+        Ok(Tenant {
+            id: r.id,
+            slug: r.slug,
+            name: r.name,
+            policy,
+            created_at: r.created_at,
+        })
     }
 }
 
@@ -160,7 +176,8 @@ pub fn valid_slug(s: &str) -> bool {
     let b = s.as_bytes();
     (2..=63).contains(&b.len())
         && (b[0].is_ascii_lowercase() || b[0].is_ascii_digit())
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Tenants by slug and by id, at most one second old.
@@ -173,7 +190,11 @@ pub struct Tenants {
 impl Tenants {
     pub fn new(db: Db) -> Self {
         let ttl = Duration::from_secs(1);
-        Tenants { db, by_slug: TtlCache::new(ttl, 10_000), by_id: TtlCache::new(ttl, 10_000) }
+        Tenants {
+            db,
+            by_slug: TtlCache::new(ttl, 10_000),
+            by_id: TtlCache::new(ttl, 10_000),
+        }
     }
 
     pub async fn by_slug(&self, slug: &str) -> Result<Option<Arc<Tenant>>, StoreError> {
@@ -183,7 +204,9 @@ impl Tenants {
         if !valid_slug(slug) {
             return Ok(None);
         }
-        let Some(row) = store::tenants::by_slug(&self.db, slug).await? else { return Ok(None) };
+        let Some(row) = store::tenants::by_slug(&self.db, slug).await? else {
+            return Ok(None);
+        };
         let t = Arc::new(Tenant::try_from(row)?);
         self.by_slug.put(t.slug.clone(), t.clone());
         self.by_id.put(t.id.clone(), t.clone());
@@ -194,7 +217,9 @@ impl Tenants {
         if let Some(t) = self.by_id.get(&id.to_string()) {
             return Ok(Some(t));
         }
-        let Some(row) = store::tenants::by_id(&self.db, id).await? else { return Ok(None) };
+        let Some(row) = store::tenants::by_id(&self.db, id).await? else {
+            return Ok(None);
+        };
         let t = Arc::new(Tenant::try_from(row)?);
         self.by_slug.put(t.slug.clone(), t.clone());
         self.by_id.put(t.id.clone(), t.clone());
@@ -221,16 +246,28 @@ pub async fn create(
     }
     let name = name.unwrap_or(slug);
     check_name(name)?;
-    policy.validate(state.config.argon2_max_m_kib).map_err(|(f, r)| Error::invalid(f, r))?;
+    policy
+        .validate(state.config.argon2_max_m_kib)
+        .map_err(|(f, r)| Error::invalid(f, r))?;
     let id = store::new_id();
-    let row = store::tenants::create(&state.db, &id, slug, name, &serde_json::to_string(&policy).unwrap_or_default()).await?;
+    let row = store::tenants::create(
+        &state.db,
+        &id,
+        slug,
+        name,
+        &serde_json::to_string(&policy).unwrap_or_default(),
+    )
+    .await?;
     state.keys.provision(&id).await?;
     Ok(Tenant::try_from(row)?)
 }
 
 pub fn check_name(name: &str) -> Result<(), crate::error::Error> {
     if name.trim().is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(crate::error::Error::invalid("name", "must be 1 to 200 printable characters"));
+        return Err(crate::error::Error::invalid(
+            "name",
+            "must be 1 to 200 printable characters",
+        ));
     }
     Ok(())
 }

@@ -15,7 +15,9 @@ pub fn normalize(raw: &str) -> Result<String, &'static str> {
         return Err("is too long (at most 256 bytes)");
     }
     let profile = UsernameCaseMapped::default();
-    let out = profile.enforce(raw).map_err(|_| "contains characters a username may not use")?;
+    let out = profile
+        .enforce(raw)
+        .map_err(|_| "contains characters a username may not use")?;
     if out.is_empty() || out.len() > MAX_BYTES {
         return Err("is not a valid username");
     }

@@ -50,13 +50,22 @@ impl From<&UserRow> for UserView {
 }
 
 pub fn check_email(e: &str) -> Result<(), Error> {
-    let ok = e.len() <= 254 && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.chars().any(char::is_whitespace));
-    if ok { Ok(()) } else { Err(Error::invalid("email", "is not an email address")) }
+    let ok = e.len() <= 254
+        && e.split_once('@')
+            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.chars().any(char::is_whitespace));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid("email", "is not an email address"))
+    }
 }
 
 pub fn check_display_name(d: &str) -> Result<(), Error> {
     if d.chars().count() > 200 || d.chars().any(char::is_control) {
-        return Err(Error::invalid("display_name", "must be at most 200 printable characters"));
+        return Err(Error::invalid(
+            "display_name",
+            "must be at most 200 printable characters",
+        ));
     }
     Ok(())
 }
@@ -71,7 +80,11 @@ pub async fn create(state: &AppState, tenant: &Tenant, input: NewUser) -> Result
     }
     let hash = match &input.password {
         Some(pw) => {
-            let ctx = Context { username: &username, email: input.email.as_deref(), tenant_name: &tenant.name };
+            let ctx = Context {
+                username: &username,
+                email: input.email.as_deref(),
+                tenant_name: &tenant.name,
+            };
             policy::check(&tenant.policy, pw, &ctx).map_err(Error::Policy)?;
             Some(state.passwords.hash(tenant, pw).await?)
         }
@@ -92,14 +105,35 @@ pub async fn create(state: &AppState, tenant: &Tenant, input: NewUser) -> Result
         },
     )
     .await?;
-    store::users::get(&state.db, &tenant.id, &id).await?.ok_or(Error::NotFound)
+    store::users::get(&state.db, &tenant.id, &id)
+        .await?
+        .ok_or(Error::NotFound)
 }
 
 /// Sets a password (admin reset): policy applies; every session and token of the user ends.
-pub async fn set_password(state: &AppState, tenant: &Tenant, user: &UserRow, password: &str, temporary: bool) -> Result<(), Error> {
-    let ctx = Context { username: &user.username, email: user.email.as_deref(), tenant_name: &tenant.name };
+pub async fn set_password(
+    state: &AppState,
+    tenant: &Tenant,
+    user: &UserRow,
+    password: &str,
+    temporary: bool,
+) -> Result<(), Error> {
+    let ctx = Context {
+        username: &user.username,
+        email: user.email.as_deref(),
+        tenant_name: &tenant.name,
+    };
     policy::check(&tenant.policy, password, &ctx).map_err(Error::Policy)?;
     let hash = state.passwords.hash(tenant, password).await?;
-    store::users::set_password(&state.db, &tenant.id, &user.id, &hash.phc, hash.pepper_version, temporary, true).await?;
+    store::users::set_password(
+        &state.db,
+        &tenant.id,
+        &user.id,
+        &hash.phc,
+        hash.pepper_version,
+        temporary,
+        true,
+    )
+    .await?;
     Ok(())
 }

@@ -28,7 +28,11 @@ impl Principal {
         }
     }
     pub fn require_platform(&self) -> Result<(), Problem> {
-        if self.is_platform() { Ok(()) } else { Err(Problem::forbidden("platform admins only")) }
+        if self.is_platform() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden("platform admins only"))
+        }
     }
 }
 
@@ -56,9 +60,14 @@ impl FromRequestParts<AppState> for Principal {
             return Err(invalid());
         }
         if claims.has_scope(SCOPE_ADMIN) && tenant.is_system() {
-            Ok(Principal::Platform { client_id: claims.client_id })
+            Ok(Principal::Platform {
+                client_id: claims.client_id,
+            })
         } else if claims.has_scope(SCOPE_TENANT_ADMIN) && !tenant.is_system() {
-            Ok(Principal::TenantAdmin { tenant_id: tenant.id.clone(), client_id: claims.client_id })
+            Ok(Principal::TenantAdmin {
+                tenant_id: tenant.id.clone(),
+                client_id: claims.client_id,
+            })
         } else {
             Err(Problem::forbidden("the token carries no admin scope"))
         }

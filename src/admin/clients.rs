@@ -54,7 +54,10 @@ fn view(c: &Client, secret: Option<String>) -> ClientView {
 }
 
 async fn client(state: &AppState, tenant_id: &str, id: &str) -> Result<Arc<Client>, Problem> {
-    let c = store::clients::get(&state.db, id).await?.filter(|c| c.tenant_id == tenant_id).ok_or_else(Problem::not_found)?;
+    let c = store::clients::get(&state.db, id)
+        .await?
+        .filter(|c| c.tenant_id == tenant_id)
+        .ok_or_else(Problem::not_found)?;
     Ok(Arc::new(Client::try_from(c)?))
 }
 
@@ -92,7 +95,11 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}/clients/{client_id}", params(("slug" = String, Path), ("client_id" = String, Path)),
     responses((status = 200, body = ClientView), (status = 404)))]
-pub async fn get(State(state): State<AppState>, who: Principal, Path((slug, id)): Path<(String, String)>) -> Result<Json<ClientView>, Problem> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<ClientView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let c = client(&state, &t.id, &id).await?;
     Ok(Json(view(&c, None)))
@@ -108,8 +115,14 @@ pub async fn update(
 ) -> Result<Json<ClientView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut c = (*client(&state, &t.id, &id).await?).clone();
-    if body.token_endpoint_auth_method.is_some_and(|m| (m == AuthMethod::None) != c.is_public()) {
-        return Err(Problem::validation("token_endpoint_auth_method", "cannot switch between public and confidential"));
+    if body
+        .token_endpoint_auth_method
+        .is_some_and(|m| (m == AuthMethod::None) != c.is_public())
+    {
+        return Err(Problem::validation(
+            "token_endpoint_auth_method",
+            "cannot switch between public and confidential",
+        ));
     }
     body.apply(&mut c, &t, who.is_platform())?;
     store::clients::update(&state.db, &c.to_row()).await?;
@@ -119,11 +132,17 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/admin/v1/tenants/{slug}/clients/{client_id}", params(("slug" = String, Path), ("client_id" = String, Path)),
     responses((status = 204), (status = 404)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path((slug, id)): Path<(String, String)>) -> Result<StatusCode, Problem> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let c = client(&state, &t.id, &id).await?;
     if c.platform_admin {
-        return Err(Problem::forbidden("the platform-admin client is managed by `unicred bootstrap`"));
+        return Err(Problem::forbidden(
+            "the platform-admin client is managed by `unicred bootstrap`",
+        ));
     }
     store::clients::delete(&state.db, &t.id, &c.id).await?;
     state.clients.forget(&c.id);

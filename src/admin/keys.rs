@@ -29,7 +29,11 @@ pub struct RotateBody {
 }
 
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}/keys", params(("slug" = String, Path)), responses((status = 200, body = Vec<KeyView>)))]
-pub async fn list(State(state): State<AppState>, who: Principal, Path(slug): Path<String>) -> Result<Json<Vec<KeyView>>, Problem> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(slug): Path<String>,
+) -> Result<Json<Vec<KeyView>>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let keys = state.keys.for_tenant(&t.id).await.map_err(crate::error::Error::from)?;
     Ok(Json(
@@ -60,9 +64,15 @@ pub async fn rotate(
     let emergency = if body.is_empty() {
         false
     } else {
-        serde_json::from_slice::<RotateBody>(&body).map_err(|e| Problem::bad_request(e.to_string()))?.emergency
+        serde_json::from_slice::<RotateBody>(&body)
+            .map_err(|e| Problem::bad_request(e.to_string()))?
+            .emergency
     };
-    state.keys.rotate(&t.id, emergency).await.map_err(crate::error::Error::from)?;
+    state
+        .keys
+        .rotate(&t.id, emergency)
+        .await
+        .map_err(crate::error::Error::from)?;
     tracing::info!(tenant = %t.slug, emergency, "signing keys rotated");
     list(State(state), who, Path(slug)).await
 }

@@ -74,6 +74,13 @@ pub struct Page<T> {
 pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, view: impl Fn(&R) -> T) -> Page<T> {
     let more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if more { rows.last().map(|r| B64.encode(key(r))) } else { None };
-    Page { items: rows.iter().map(view).collect(), next_cursor }
+    let next_cursor = if more {
+        rows.last().map(|r| B64.encode(key(r)))
+    } else {
+        None
+    };
+    Page {
+        items: rows.iter().map(view).collect(),
+        next_cursor,
+    }
 }

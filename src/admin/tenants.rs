@@ -52,19 +52,33 @@ pub fn view(state: &AppState, t: &Tenant) -> TenantView {
 /// Create a tenant (platform admins).
 #[utoipa::path(post, path = "/admin/v1/tenants", request_body = NewTenant,
     responses((status = 201, body = TenantView), (status = 409, description = "slug taken"), (status = 422, description = "invalid")))]
-pub async fn create(State(state): State<AppState>, who: Principal, Json(body): Json<NewTenant>) -> Result<(StatusCode, Json<TenantView>), Problem> {
+pub async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    Json(body): Json<NewTenant>,
+) -> Result<(StatusCode, Json<TenantView>), Problem> {
     who.require_platform()?;
     if body.slug == SYSTEM {
         return Err(Problem::validation("slug", "is reserved"));
     }
-    let t = tenants::create(&state, &body.slug, body.name.as_deref(), body.policy.unwrap_or_default()).await?;
+    let t = tenants::create(
+        &state,
+        &body.slug,
+        body.name.as_deref(),
+        body.policy.unwrap_or_default(),
+    )
+    .await?;
     tracing::info!(tenant = %t.slug, by = %who.client_id(), "tenant created");
     Ok((StatusCode::CREATED, Json(view(&state, &t))))
 }
 
 /// List tenants (platform admins).
 #[utoipa::path(get, path = "/admin/v1/tenants", params(PageQuery), responses((status = 200, body = Page<TenantView>)))]
-pub async fn list(State(state): State<AppState>, who: Principal, Query(q): Query<PageQuery>) -> Result<Json<Page<TenantView>>, Problem> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Page<TenantView>>, Problem> {
     who.require_platform()?;
     let limit = q.limit()?;
     let rows = store::tenants::list(&state.db, &q.after()?, limit + 1).await?;
@@ -76,7 +90,11 @@ pub async fn list(State(state): State<AppState>, who: Principal, Query(q): Query
 }
 
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}", params(("slug" = String, Path)), responses((status = 200, body = TenantView), (status = 404)))]
-pub async fn get(State(state): State<AppState>, who: Principal, Path(slug): Path<String>) -> Result<Json<TenantView>, Problem> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(slug): Path<String>,
+) -> Result<Json<TenantView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     Ok(Json(view(&state, &t)))
 }
@@ -106,7 +124,13 @@ pub async fn update(
     policy
         .validate(state.config.argon2_max_m_kib)
         .map_err(|(f, r)| Problem::from(Error::invalid(f, r)))?;
-    store::tenants::update(&state.db, &t.id, &name, &serde_json::to_string(&policy).unwrap_or_default()).await?;
+    store::tenants::update(
+        &state.db,
+        &t.id,
+        &name,
+        &serde_json::to_string(&policy).unwrap_or_default(),
+    )
+    .await?;
     state.tenants.forget(&t);
     let t = state.tenants.by_id(&t.id).await?.ok_or_else(Problem::not_found)?;
     Ok(Json(view(&state, &t)))
@@ -114,7 +138,11 @@ pub async fn update(
 
 /// Delete a tenant (platform admins). Its slug is never reused.
 #[utoipa::path(delete, path = "/admin/v1/tenants/{slug}", params(("slug" = String, Path)), responses((status = 204), (status = 404)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path(slug): Path<String>) -> Result<StatusCode, Problem> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(slug): Path<String>,
+) -> Result<StatusCode, Problem> {
     who.require_platform()?;
     let t = managed_tenant(&state, &who, &slug).await?;
     if t.is_system() {
@@ -124,4 +152,3 @@ pub async fn delete(State(state): State<AppState>, who: Principal, Path(slug): P
     state.tenants.forget(&t);
     Ok(StatusCode::NO_CONTENT)
 }
-

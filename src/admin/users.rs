@@ -34,7 +34,9 @@ async fn user(state: &AppState, tenant_id: &str, id: &str) -> Result<UserRow, Pr
     if id.len() > 64 {
         return Err(Problem::not_found());
     }
-    store::users::get(&state.db, tenant_id, id).await?.ok_or_else(Problem::not_found)
+    store::users::get(&state.db, tenant_id, id)
+        .await?
+        .ok_or_else(Problem::not_found)
 }
 
 #[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users", params(("slug" = String, Path)), request_body = NewUser,
@@ -69,7 +71,11 @@ pub async fn list(
 
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}/users/{id}", params(("slug" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404)))]
-pub async fn get(State(state): State<AppState>, who: Principal, Path((slug, id)): Path<(String, String)>) -> Result<Json<UserView>, Problem> {
+pub async fn get(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<UserView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
@@ -111,7 +117,11 @@ pub async fn update(
 
 #[utoipa::path(delete, path = "/admin/v1/tenants/{slug}/users/{id}", params(("slug" = String, Path), ("id" = String, Path)),
     responses((status = 204), (status = 404)))]
-pub async fn delete(State(state): State<AppState>, who: Principal, Path((slug, id)): Path<(String, String)>) -> Result<StatusCode, Problem> {
+pub async fn delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     store::users::delete(&state.db, &t.id, &u.id).await?;

@@ -108,13 +108,26 @@ fn read_dir(dir: &Path) -> Result<KeySet, KeyError> {
     };
     for entry in entries {
         let path = entry.map_err(io)?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some((kind, version)) = name.split_once(".v") else { continue };
-        let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some((kind, version)) = name.split_once(".v") else {
+            continue;
+        };
+        let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind) else {
+            continue;
+        };
         let Ok(version) = version.parse::<u32>() else { continue };
         let text = Zeroizing::new(std::fs::read_to_string(&path).map_err(io)?);
-        let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| KeyError::Malformed(path.clone()))?);
-        let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| KeyError::Malformed(path.clone()))?;
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| KeyError::Malformed(path.clone()))?,
+        );
+        let key: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| KeyError::Malformed(path.clone()))?;
         set.keys.insert((kind, version), Zeroizing::new(key));
     }
     Ok(set)
@@ -164,7 +177,10 @@ impl Keyring {
                 )));
             }
         }
-        let ring = Keyring { dir: dir.to_path_buf(), set: RwLock::new(Arc::new(set)) };
+        let ring = Keyring {
+            dir: dir.to_path_buf(),
+            set: RwLock::new(Arc::new(set)),
+        };
         ring.check(db).await?;
         Ok(ring)
     }
@@ -175,12 +191,17 @@ impl Keyring {
         let set = self.snapshot();
         let recorded = store::keys::versions(db).await?;
         for ((kind, version), key) in &set.keys {
-            if !recorded.iter().any(|(k, v, _)| k == kind.name() && *v == *version as i64) {
+            if !recorded
+                .iter()
+                .any(|(k, v, _)| k == kind.name() && *v == *version as i64)
+            {
                 store::keys::record_version(db, kind.name(), *version as i64, &fingerprint(*kind, key)).await?;
             }
         }
         for (kind_name, version, fp) in store::keys::versions(db).await? {
-            let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) else { continue };
+            let Some(kind) = Kind::ALL.into_iter().find(|k| k.name() == kind_name) else {
+                continue;
+            };
             match set.keys.get(&(kind, version as u32)) {
                 Some(key) if fingerprint(kind, key) == fp => {}
                 Some(_) => {
@@ -246,7 +267,13 @@ impl Keyring {
         let nonce = aes_gcm::aead::Nonce::<Aes256Gcm>::try_from(&nonce_bytes[..]).expect("12-byte nonce");
         let aad = Self::aad(purpose, tenant_id, row_id);
         let ct = cipher
-            .encrypt(&nonce, Payload { msg: plaintext, aad: &aad })
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
             .expect("AES-GCM encryption of a small message cannot fail");
         let mut out = Vec::with_capacity(16 + ct.len());
         out.extend_from_slice(&version.to_be_bytes());
@@ -255,18 +282,33 @@ impl Keyring {
         (out, version)
     }
 
-    pub fn decrypt(&self, purpose: Purpose, tenant_id: &str, row_id: &str, blob: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pub fn decrypt(
+        &self,
+        purpose: Purpose,
+        tenant_id: &str,
+        row_id: &str,
+        blob: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         if blob.len() < 16 + 16 {
             return Err(KeyError::Decrypt);
         }
         let version = u32::from_be_bytes(blob[..4].try_into().expect("4 bytes"));
         let set = self.snapshot();
-        let key = set.keys.get(&(Kind::Master, version)).ok_or(KeyError::UnknownVersion("master", version))?;
+        let key = set
+            .keys
+            .get(&(Kind::Master, version))
+            .ok_or(KeyError::UnknownVersion("master", version))?;
         let cipher = Aes256Gcm::new_from_slice(&key[..]).expect("32-byte key");
         let nonce = aes_gcm::aead::Nonce::<Aes256Gcm>::try_from(&blob[4..16]).map_err(|_| KeyError::Decrypt)?;
         let aad = Self::aad(purpose, tenant_id, row_id);
         cipher
-            .decrypt(&nonce, Payload { msg: &blob[16..], aad: &aad })
+            .decrypt(
+                &nonce,
+                Payload {
+                    msg: &blob[16..],
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| KeyError::Decrypt)
     }
@@ -296,21 +338,30 @@ impl Keyring {
     /// HMAC-SHA-256 under the current HMAC key, hex; used for client secrets and recovery codes.
     pub fn hmac_current(&self, parts: &[&[u8]]) -> (String, u32) {
         let version = self.current_version(Kind::Hmac);
-        let tag = self.mac(version, parts).expect("current version exists").finalize().into_bytes();
+        let tag = self
+            .mac(version, parts)
+            .expect("current version exists")
+            .finalize()
+            .into_bytes();
         (tag.iter().map(|b| format!("{b:02x}")).collect(), version)
     }
 
     /// Constant-time check of a hex tag made by `hmac_current`.
     pub fn hmac_verify(&self, version: u32, parts: &[&[u8]], tag_hex: &str) -> bool {
-        let Some(mac) = self.mac(version, parts) else { return false };
+        let Some(mac) = self.mac(version, parts) else {
+            return false;
+        };
         let Some(tag) = hex_decode(tag_hex) else { return false };
         mac.verify_slice(&tag).is_ok()
     }
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
 }

@@ -20,7 +20,15 @@ pub struct Problem {
 
 impl Problem {
     pub fn new(status: StatusCode, code: &'static str, title: &'static str) -> Self {
-        Problem { status, code, title, detail: None, errors: None, www_authenticate: None, retry_after: None }
+        Problem {
+            status,
+            code,
+            title,
+            detail: None,
+            errors: None,
+            www_authenticate: None,
+            retry_after: None,
+        }
     }
     pub fn detail(mut self, d: impl Into<String>) -> Self {
         self.detail = Some(d.into());
@@ -39,7 +47,11 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
     }
     pub fn unauthorized(www: &str) -> Self {
-        let mut p = Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "A valid bearer token is required");
+        let mut p = Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "A valid bearer token is required",
+        );
         p.www_authenticate = Some(www.into());
         p
     }
@@ -49,7 +61,11 @@ impl Problem {
         p
     }
     pub fn busy() -> Self {
-        let mut p = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "busy", "The service is busy, retry later");
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "The service is busy, retry later",
+        );
         p.retry_after = Some(1);
         p
     }
@@ -83,7 +99,10 @@ impl IntoResponse for Problem {
         };
         let mut r = (self.status, serde_json::to_vec(&body).unwrap_or_default()).into_response();
         let h = r.headers_mut();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         if let Some(w) = self.www_authenticate.and_then(|w| HeaderValue::from_str(&w).ok()) {
             h.insert(header::WWW_AUTHENTICATE, w);
         }
@@ -98,14 +117,17 @@ impl From<Error> for Problem {
     fn from(e: Error) -> Self {
         match e {
             Error::Invalid { field, reason } => Problem::validation(field, &reason),
-            Error::Conflict(what) => {
-                Problem::new(StatusCode::CONFLICT, "conflict", "The resource already exists").detail(format!("{what} already exists"))
-            }
+            Error::Conflict(what) => Problem::new(StatusCode::CONFLICT, "conflict", "The resource already exists")
+                .detail(format!("{what} already exists")),
             Error::NotFound => Problem::not_found(),
             Error::Forbidden(why) => Problem::forbidden(why),
             Error::Busy => Problem::busy(),
             Error::Policy(violations) => {
-                let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "password-policy", "The password does not meet the policy");
+                let mut p = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "password-policy",
+                    "The password does not meet the policy",
+                );
                 p.errors = Some(serde_json::to_value(violations).unwrap_or_default());
                 p
             }
@@ -133,14 +155,24 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
-        OAuthError { status, error, description: description.into(), www_authenticate: None, retry_after: None }
+        OAuthError {
+            status,
+            error,
+            description: description.into(),
+            www_authenticate: None,
+            retry_after: None,
+        }
     }
     pub fn invalid_request(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", d)
     }
     /// Same answer for unknown client, wrong secret and wrong method.
     pub fn invalid_client() -> Self {
-        let mut e = Self::new(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed");
+        let mut e = Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
         e.www_authenticate = Some("Basic realm=\"unicred\", charset=\"UTF-8\"");
         e
     }
@@ -151,7 +183,11 @@ impl OAuthError {
         Self::new(StatusCode::BAD_REQUEST, "unauthorized_client", d)
     }
     pub fn unsupported_grant_type() -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is not supported")
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type is not supported",
+        )
     }
     pub fn invalid_scope(d: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_scope", d)
@@ -163,7 +199,11 @@ impl OAuthError {
         Self::new(StatusCode::NOT_FOUND, "invalid_request", "unknown tenant")
     }
     pub fn busy() -> Self {
-        let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "busy, retry later");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "busy, retry later",
+        );
         e.retry_after = Some(1);
         e
     }

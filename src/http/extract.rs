@@ -30,9 +30,7 @@ impl From<JsonRejection> for Problem {
     fn from(r: JsonRejection) -> Self {
         let status = r.status();
         match status {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                Problem::new(status, "payload-too-large", "The request body is too large")
-            }
+            StatusCode::PAYLOAD_TOO_LARGE => Problem::new(status, "payload-too-large", "The request body is too large"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 Problem::new(status, "unsupported-media-type", "Send application/json")
             }

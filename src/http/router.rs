@@ -37,7 +37,12 @@ impl utoipa::Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }
@@ -46,12 +51,20 @@ impl utoipa::Modify for BearerAuth {
 pub fn admin_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::tenants::create, admin::tenants::list))
-        .routes(routes!(admin::tenants::get, admin::tenants::update, admin::tenants::delete))
+        .routes(routes!(
+            admin::tenants::get,
+            admin::tenants::update,
+            admin::tenants::delete
+        ))
         .routes(routes!(admin::users::create, admin::users::list))
         .routes(routes!(admin::users::get, admin::users::update, admin::users::delete))
         .routes(routes!(admin::users::set_password))
         .routes(routes!(admin::clients::create, admin::clients::list))
-        .routes(routes!(admin::clients::get, admin::clients::update, admin::clients::delete))
+        .routes(routes!(
+            admin::clients::get,
+            admin::clients::update,
+            admin::clients::delete
+        ))
         .routes(routes!(admin::clients::rotate_secret))
         .routes(routes!(admin::keys::list))
         .routes(routes!(admin::keys::rotate))
@@ -66,7 +79,10 @@ pub fn router(state: AppState) -> Router {
     let (admin, openapi) = admin_api();
     let openapi = openapi.to_pretty_json().expect("OpenAPI document serializes");
     let tenant = Router::new()
-        .route("/.well-known/openid-configuration", get(oidc::discovery::openid_configuration))
+        .route(
+            "/.well-known/openid-configuration",
+            get(oidc::discovery::openid_configuration),
+        )
         .route("/jwks.json", get(oidc::discovery::jwks))
         .route("/token", post(oidc::token::token))
         .route("/introspect", post(oidc::introspect::introspect))
@@ -87,13 +103,23 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { crate::http::Problem::not_found() })
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         .layer(middleware::from_fn(metrics::track))
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         // Spans name the method, the path (never the query: it can carry codes) and the request id.
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+            let id = req
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

@@ -33,7 +33,11 @@ pub async fn authenticate(
             }
             (id, Some(secret), AuthMethod::ClientSecretBasic)
         }
-        (None, Some(secret)) => (form.require("client_id")?.to_string(), Some(secret.to_string()), AuthMethod::ClientSecretPost),
+        (None, Some(secret)) => (
+            form.require("client_id")?.to_string(),
+            Some(secret.to_string()),
+            AuthMethod::ClientSecretPost,
+        ),
         (None, None) => match form.get("client_id") {
             Some(id) => (id.to_string(), None, AuthMethod::None),
             None => return Err(OAuthError::invalid_client()),
@@ -55,16 +59,26 @@ pub async fn authenticate(
 
 /// `Authorization: Basic base64(urlencode(id) ":" urlencode(secret))` (RFC 6749 §2.3.1).
 fn basic_credentials(headers: &HeaderMap) -> Result<Option<(String, String)>, OAuthError> {
-    let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
     let value = value.to_str().map_err(|_| OAuthError::invalid_client())?;
-    let Some((scheme, b64)) = value.split_once(' ') else { return Err(OAuthError::invalid_client()) };
+    let Some((scheme, b64)) = value.split_once(' ') else {
+        return Err(OAuthError::invalid_client());
+    };
     if !scheme.eq_ignore_ascii_case("basic") || b64.len() > 2048 {
         return Err(OAuthError::invalid_client());
     }
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| OAuthError::invalid_client())?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .map_err(|_| OAuthError::invalid_client())?;
     let raw = String::from_utf8(raw).map_err(|_| OAuthError::invalid_client())?;
     let (id, secret) = raw.split_once(':').ok_or_else(OAuthError::invalid_client)?;
-    let decode = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let decode = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
     let id = decode(id).ok_or_else(OAuthError::invalid_client)?;
     let secret = decode(secret).ok_or_else(OAuthError::invalid_client)?;
     Ok(Some((id, secret)))

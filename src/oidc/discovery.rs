@@ -11,7 +11,10 @@ use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::tokens::Alg;
 
-pub async fn openid_configuration(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, OAuthError> {
+pub async fn openid_configuration(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> Result<Response, OAuthError> {
     let tenant = super::tenant(&state, &slug).await?;
     let iss = state.config.issuer(&tenant.slug);
     let auth_methods = ["client_secret_basic", "client_secret_post"];
@@ -40,9 +43,16 @@ fn tenant_scopes() -> Vec<&'static str> {
 
 pub async fn jwks(State(state): State<AppState>, Path(slug): Path<String>) -> Result<Response, OAuthError> {
     let tenant = super::tenant(&state, &slug).await?;
-    let keys = state.keys.for_tenant(&tenant.id).await.map_err(|e| OAuthError::server_error(&e))?;
+    let keys = state
+        .keys
+        .for_tenant(&tenant.id)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
     let mut r = keys.jwks.to_string().into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
     // Short: an emergency rotation must leave relying parties' caches quickly.
     Ok(cacheable(r, 30))
 }

@@ -24,11 +24,13 @@ pub async fn revoke(
     let form = Form::parse(&headers, &body)?;
     let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
     let token = form.require("token")?;
-    if let Ok((t, claims)) = access::validate(&state, token, None).await {
-        if t.id == tenant.id && claims.client_id == client.id {
-            store::revocations::revoke(&state.db, &claims.jti, &tenant.id, claims.exp + crate::tenants::CLOCK_SKEW).await?;
-            metrics::counter!("unicred_tokens_revoked_total").increment(1);
-        }
+    if let Ok((t, claims)) = access::validate(&state, token, None).await
+        && t.id == tenant.id
+        && claims.client_id == client.id
+    {
+        let until = claims.exp + crate::tenants::CLOCK_SKEW;
+        store::revocations::revoke(&state.db, &claims.jti, &tenant.id, until).await?;
+        metrics::counter!("unicred_tokens_revoked_total").increment(1);
     }
     Ok(StatusCode::OK)
 }

@@ -42,8 +42,10 @@ pub struct TokenResponse {
 impl IntoResponse for TokenResponse {
     fn into_response(self) -> Response {
         let mut r = axum::Json(self).into_response();
-        r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        r.headers_mut().insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        r.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        r.headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         r
     }
 }
@@ -66,9 +68,16 @@ pub async fn token(
 
 /// RFC 6749 §4.4. Admin scopes come only from here, and only for clients a platform admin
 /// granted them; their tokens are for the management API alone.
-async fn client_credentials(state: &AppState, tenant: &Tenant, client: &Client, form: &Form) -> Result<TokenResponse, OAuthError> {
+async fn client_credentials(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    form: &Form,
+) -> Result<TokenResponse, OAuthError> {
     if client.is_public() || !client.has_grant(GRANT_CLIENT_CREDENTIALS) {
-        return Err(OAuthError::unauthorized_client("client_credentials is not allowed for this client"));
+        return Err(OAuthError::unauthorized_client(
+            "client_credentials is not allowed for this client",
+        ));
     }
     let scopes = granted_scopes(client, form.get("scope"))?;
     let admin = scopes.iter().any(|s| *s == SCOPE_ADMIN || *s == SCOPE_TENANT_ADMIN);
@@ -79,7 +88,11 @@ async fn client_credentials(state: &AppState, tenant: &Tenant, client: &Client, 
     let aud = match (resources.first(), admin) {
         (None, true) => state.config.admin_audience(),
         (Some(r), true) if *r == state.config.admin_audience() => r.to_string(),
-        (Some(_), true) => return Err(OAuthError::invalid_target("admin scopes are only for the management API")),
+        (Some(_), true) => {
+            return Err(OAuthError::invalid_target(
+                "admin scopes are only for the management API",
+            ));
+        }
         (Some(r), false) if client.resources.iter().any(|x| x == r) => r.to_string(),
         (Some(_), false) => return Err(OAuthError::invalid_target("resource is not allowed for this client")),
         (None, false) => client.id.clone(),
@@ -98,9 +111,16 @@ async fn client_credentials(state: &AppState, tenant: &Tenant, client: &Client, 
         auth_time: None,
         acr: None,
     };
-    let token = access::issue(state, tenant, &claims).await.map_err(|e| OAuthError::server_error(&e))?;
+    let token = access::issue(state, tenant, &claims)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "client_credentials").increment(1);
-    Ok(TokenResponse { access_token: token, token_type: "Bearer", expires_in: ttl, scope: claims.scope })
+    Ok(TokenResponse {
+        access_token: token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope: claims.scope,
+    })
 }
 
 /// The requested scopes, each of which the client must hold; none requested means all of
@@ -115,7 +135,9 @@ fn granted_scopes<'a>(client: &'a Client, requested: Option<&'a str>) -> Result<
     let mut out: Vec<&str> = Vec::new();
     for s in requested.split(' ').filter(|s| !s.is_empty()) {
         if !clients::valid_scope_token(s) || !client.scopes.iter().any(|c| c == s) {
-            return Err(OAuthError::invalid_scope("a requested scope is not allowed for this client"));
+            return Err(OAuthError::invalid_scope(
+                "a requested scope is not allowed for this client",
+            ));
         }
         if !out.contains(&s) {
             out.push(s);

@@ -54,20 +54,36 @@ pub fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
             let single = throughput(params, 1, 2.0);
             let multi = throughput(params, threads.max(1), 3.0);
             println!("argon2id m={m_kib} KiB t={t} p={p}");
-            println!("1 thread:  median {:.2} ms/hash, {single:.1} hashes/s", one.as_secs_f64() * 1e3);
+            println!(
+                "1 thread:  median {:.2} ms/hash, {single:.1} hashes/s",
+                one.as_secs_f64() * 1e3
+            );
             println!("{threads} threads: {multi:.1} hashes/s");
         }
-        Command::Calibrate { target_ms, max_memory_mib } => {
+        Command::Calibrate {
+            target_ms,
+            max_memory_mib,
+        } => {
             let target = Duration::from_millis(target_ms);
             let max_m = max_memory_mib.saturating_mul(1024).max(19456);
-            let mut best = Argon2Policy { m_kib: 19456, t: 2, p: 1 };
+            let mut best = Argon2Policy {
+                m_kib: 19456,
+                t: 2,
+                p: 1,
+            };
             let mut took = median(best, 5)?;
             if took > target {
-                println!("# even the OWASP minimum takes {:.1} ms here (target {target_ms} ms)", took.as_secs_f64() * 1e3);
+                println!(
+                    "# even the OWASP minimum takes {:.1} ms here (target {target_ms} ms)",
+                    took.as_secs_f64() * 1e3
+                );
             } else {
                 // Memory first (RFC 9106 §4), then passes.
                 loop {
-                    let next = Argon2Policy { m_kib: (best.m_kib * 2).min(max_m), ..best };
+                    let next = Argon2Policy {
+                        m_kib: (best.m_kib * 2).min(max_m),
+                        ..best
+                    };
                     if next.m_kib == best.m_kib {
                         break;
                     }
@@ -86,8 +102,14 @@ pub fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
                     (best, took) = (next, d);
                 }
             }
-            println!("# measured {:.1} ms per hash on this machine (target {target_ms} ms)", took.as_secs_f64() * 1e3);
-            println!("argon2_m_kib = {}\nargon2_t = {}\nargon2_p = {}", best.m_kib, best.t, best.p);
+            println!(
+                "# measured {:.1} ms per hash on this machine (target {target_ms} ms)",
+                took.as_secs_f64() * 1e3
+            );
+            println!(
+                "argon2_m_kib = {}\nargon2_t = {}\nargon2_p = {}",
+                best.m_kib, best.t, best.p
+            );
         }
     }
     Ok(())

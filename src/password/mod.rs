@@ -60,13 +60,24 @@ impl Passwords {
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let phc = self
             .pool
-            .run(&tenant.id, move |scratch| hash_with(scratch, &pepper[..], params, &password))
+            .run(&tenant.id, move |scratch| {
+                hash_with(scratch, &pepper[..], params, &password)
+            })
             .await??;
-        Ok(StoredHash { phc, pepper_version: version as i64 })
+        Ok(StoredHash {
+            phc,
+            pepper_version: version as i64,
+        })
     }
 
     /// `Ok(true)` on a match; a mismatch is `Ok(false)`, a malformed hash `Err`.
-    pub async fn verify(&self, tenant_id: &str, phc: &str, pepper_version: i64, password: &str) -> Result<bool, PasswordError> {
+    pub async fn verify(
+        &self,
+        tenant_id: &str,
+        phc: &str,
+        pepper_version: i64,
+        password: &str,
+    ) -> Result<bool, PasswordError> {
         let pepper = u32::try_from(pepper_version)
             .ok()
             .and_then(|v| self.keyring.pepper(v))
@@ -74,7 +85,9 @@ impl Passwords {
         let phc = phc.to_string();
         let password = Zeroizing::new(password.as_bytes().to_vec());
         self.pool
-            .run(tenant_id, move |scratch| verify_with(scratch, &pepper[..], &phc, &password))
+            .run(tenant_id, move |scratch| {
+                verify_with(scratch, &pepper[..], &phc, &password)
+            })
             .await?
     }
 }
@@ -84,7 +97,12 @@ fn argon2_params(p: Argon2Policy) -> Result<Params, PasswordError> {
 }
 
 /// Hashes with the worker's reusable memory.
-pub fn hash_with(scratch: &mut Scratch, pepper: &[u8], p: Argon2Policy, password: &[u8]) -> Result<String, PasswordError> {
+pub fn hash_with(
+    scratch: &mut Scratch,
+    pepper: &[u8],
+    p: Argon2Policy,
+    password: &[u8],
+) -> Result<String, PasswordError> {
     let params = argon2_params(p)?;
     let argon = Argon2::new_with_secret(pepper, Algorithm::Argon2id, Version::V0x13, params.clone())
         .map_err(|_| PasswordError::Malformed)?;
@@ -111,14 +129,22 @@ pub fn hash_with(scratch: &mut Scratch, pepper: &[u8], p: Argon2Policy, password
 pub fn verify_with(scratch: &mut Scratch, pepper: &[u8], phc: &str, password: &[u8]) -> Result<bool, PasswordError> {
     let parsed = PasswordHash::new(phc).map_err(|_| PasswordError::Malformed)?;
     let algorithm = Algorithm::try_from(parsed.algorithm).map_err(|_| PasswordError::Malformed)?;
-    let version = parsed.version.map_or(Ok(Version::V0x13), Version::try_from).map_err(|_| PasswordError::Malformed)?;
+    let version = parsed
+        .version
+        .map_or(Ok(Version::V0x13), Version::try_from)
+        .map_err(|_| PasswordError::Malformed)?;
     let expected = parsed.hash.ok_or(PasswordError::Malformed)?;
     let params = Params::try_from(&parsed).map_err(|_| PasswordError::Malformed)?;
     let params = Params::new(params.m_cost(), params.t_cost(), params.p_cost(), Some(expected.len()))
         .map_err(|_| PasswordError::Malformed)?;
     let mut salt = [0u8; 64];
-    let salt = parsed.salt.ok_or(PasswordError::Malformed)?.decode_b64(&mut salt).map_err(|_| PasswordError::Malformed)?;
-    let argon = Argon2::new_with_secret(pepper, algorithm, version, params.clone()).map_err(|_| PasswordError::Malformed)?;
+    let salt = parsed
+        .salt
+        .ok_or(PasswordError::Malformed)?
+        .decode_b64(&mut salt)
+        .map_err(|_| PasswordError::Malformed)?;
+    let argon =
+        Argon2::new_with_secret(pepper, algorithm, version, params.clone()).map_err(|_| PasswordError::Malformed)?;
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
     scratch.blocks.resize(params.block_count(), argon2::Block::default());
     argon
@@ -131,7 +157,11 @@ pub fn verify_with(scratch: &mut Scratch, pepper: &[u8], phc: &str, password: &[
 mod tests {
     use super::*;
 
-    const P: Argon2Policy = Argon2Policy { m_kib: 19456, t: 2, p: 1 };
+    const P: Argon2Policy = Argon2Policy {
+        m_kib: 19456,
+        t: 2,
+        p: 1,
+    };
 
     #[test]
     fn hash_verifies_and_pepper_matters() {
@@ -148,18 +178,21 @@ mod tests {
     /// m=32, t=3, p=4, 32-byte tag.
     #[test]
     fn rfc9106_argon2id_vector() {
-        let params = Params::new(32, 3, 4, Some(32)).unwrap();
-        let argon = Argon2::new_with_secret(&[3u8; 8], Algorithm::Argon2id, Version::V0x13, params.clone()).unwrap();
         let mut out = [0u8; 32];
-        let mut blocks = vec![argon2::Block::default(); params.block_count()];
-        // The crate's public API has no associated data setter on `hash_password_into`; the
-        // vector with `ad` is checked through `Params` builder data.
-        let params_ad = argon2::ParamsBuilder::new().m_cost(32).t_cost(3).p_cost(4).output_len(32)
-            .data(argon2::AssociatedData::new(&[4u8; 12]).unwrap()).build().unwrap();
+        let params_ad = argon2::ParamsBuilder::new()
+            .m_cost(32)
+            .t_cost(3)
+            .p_cost(4)
+            .output_len(32)
+            .data(argon2::AssociatedData::new(&[4u8; 12]).unwrap())
+            .build()
+            .unwrap();
+        let mut blocks = vec![argon2::Block::default(); params_ad.block_count()];
         let argon_ad = Argon2::new_with_secret(&[3u8; 8], Algorithm::Argon2id, Version::V0x13, params_ad).unwrap();
-        argon_ad.hash_password_into_with_memory(&[1u8; 32], &[2u8; 16], &mut out, &mut blocks).unwrap();
+        argon_ad
+            .hash_password_into_with_memory(&[1u8; 32], &[2u8; 16], &mut out, &mut blocks)
+            .unwrap();
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659");
-        drop(argon);
     }
 }

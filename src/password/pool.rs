@@ -42,7 +42,10 @@ pub struct HashPool {
 
 impl HashPool {
     pub fn new(workers: usize, capacity: usize) -> HashPool {
-        let shared = Arc::new(Shared { queue: Mutex::new(Queue::default()), ready: Condvar::new() });
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            ready: Condvar::new(),
+        });
         for i in 0..workers {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -53,7 +56,12 @@ impl HashPool {
         // A tenant may hold a quarter of the queue (at least one slot), so a flood against
         // one institution is shed while the others keep their slots.
         let tenant_share = (capacity / 4).max(1).min(capacity);
-        HashPool { shared, capacity, tenant_share, workers }
+        HashPool {
+            shared,
+            capacity,
+            tenant_share,
+            workers,
+        }
     }
 
     pub fn workers(&self) -> usize {
@@ -80,7 +88,10 @@ impl HashPool {
             if mine == 0 {
                 q.turn.push_back(tenant.to_string());
             }
-            q.by_tenant.entry(tenant.to_string()).or_default().push_back((Instant::now(), job));
+            q.by_tenant
+                .entry(tenant.to_string())
+                .or_default()
+                .push_back((Instant::now(), job));
             q.len += 1;
             metrics::gauge!("unicred_hash_queue_depth").set(q.len as f64);
         }
@@ -178,6 +189,10 @@ mod tests {
             shed += t.await.unwrap().is_err() as usize;
         }
         assert_eq!(shed, 1, "only the flooding tenant's third job is shed");
-        assert_eq!(*order.lock().unwrap(), vec!["a0", "b0", "a1", "b1"], "round-robin across tenants");
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["a0", "b0", "a1", "b1"],
+            "round-robin across tenants"
+        );
     }
 }

@@ -58,7 +58,12 @@ pub async fn create(db: &Db, c: &ClientRow) -> Result<()> {
 
 /// Looks a client up by its globally unique id.
 pub async fn get(db: &Db, id: &str) -> Result<Option<ClientRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLS} from clients where id = $1"))).bind(id).fetch_optional(&db.pool).await?)
+    Ok(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLS} from clients where id = $1")))
+            .bind(id)
+            .fetch_optional(&db.pool)
+            .await?,
+    )
 }
 
 pub async fn platform_admin(db: &Db, tenant_id: &str) -> Result<Option<ClientRow>> {
@@ -145,6 +150,9 @@ pub async fn count_by_hmac_version(db: &Db) -> Result<Vec<(i64, i64)>> {
 }
 
 pub async fn set_platform_admin(db: &Db, id: &str) -> Result<()> {
-    sqlx::query("update clients set platform_admin = 1 where id = $1").bind(id).execute(&db.pool).await?;
+    sqlx::query("update clients set platform_admin = 1 where id = $1")
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
     Ok(())
 }

@@ -3,9 +3,11 @@
 use super::{Db, Result, now};
 
 pub async fn versions(db: &Db) -> Result<Vec<(String, i64, String)>> {
-    Ok(sqlx::query_as("select kind, version, fingerprint from key_versions order by kind, version")
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as("select kind, version, fingerprint from key_versions order by kind, version")
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }
 
 /// Records a key version; an existing record for the same (kind, version) is left as it is,
@@ -51,9 +53,11 @@ pub async fn published(db: &Db, tenant_id: &str) -> Result<Vec<SigningKeyRow>> {
 }
 
 pub async fn all(db: &Db) -> Result<Vec<SigningKeyRow>> {
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLS} from signing_keys")))
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLS} from signing_keys")))
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }
 
 pub async fn tenant_of_kid(db: &Db, kid: &str) -> Result<Option<String>> {
@@ -98,7 +102,10 @@ pub async fn set_state<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
 }
 
 pub async fn delete<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(e: E, kid: &str) -> Result<()> {
-    sqlx::query("delete from signing_keys where kid = $1").bind(kid).execute(e).await?;
+    sqlx::query("delete from signing_keys where kid = $1")
+        .bind(kid)
+        .execute(e)
+        .await?;
     Ok(())
 }
 
@@ -127,7 +134,9 @@ pub async fn reencrypt<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(
 }
 
 pub async fn count_by_master_version(db: &Db) -> Result<Vec<(i64, i64)>> {
-    Ok(sqlx::query_as("select master_version, count(*) from signing_keys group by master_version order by 1")
-        .fetch_all(&db.pool)
-        .await?)
+    Ok(
+        sqlx::query_as("select master_version, count(*) from signing_keys group by master_version order by 1")
+            .fetch_all(&db.pool)
+            .await?,
+    )
 }

@@ -2,12 +2,14 @@ use super::{Db, Result, now};
 
 /// Records a revoked access token id until the token would have expired anyway.
 pub async fn revoke(db: &Db, jti: &str, tenant_id: &str, expires_at: i64) -> Result<()> {
-    sqlx::query("insert into revoked_tokens (jti, tenant_id, expires_at) values ($1, $2, $3) on conflict (jti) do nothing")
-        .bind(jti)
-        .bind(tenant_id)
-        .bind(expires_at)
-        .execute(&db.pool)
-        .await?;
+    sqlx::query(
+        "insert into revoked_tokens (jti, tenant_id, expires_at) values ($1, $2, $3) on conflict (jti) do nothing",
+    )
+    .bind(jti)
+    .bind(tenant_id)
+    .bind(expires_at)
+    .execute(&db.pool)
+    .await?;
     Ok(())
 }
 

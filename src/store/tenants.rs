@@ -63,13 +63,14 @@ pub async fn list(db: &Db, after: &str, limit: i64) -> Result<Vec<TenantRow>> {
 }
 
 pub async fn update(db: &Db, id: &str, name: &str, policy: &str) -> Result<()> {
-    let r = sqlx::query("update tenants set name = $1, policy = $2, updated_at = $3 where id = $4 and deleted_at is null")
-        .bind(name)
-        .bind(policy)
-        .bind(now())
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
+    let r =
+        sqlx::query("update tenants set name = $1, policy = $2, updated_at = $3 where id = $4 and deleted_at is null")
+            .bind(name)
+            .bind(policy)
+            .bind(now())
+            .bind(id)
+            .execute(&db.pool)
+            .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }
@@ -91,6 +92,8 @@ pub async fn delete(db: &Db, id: &str) -> Result<()> {
 
 /// True once anything has been created (keys may only be generated for an empty database).
 pub async fn any_exist(db: &Db) -> Result<bool> {
-    let n: (i64,) = sqlx::query_as("select count(*) from tenants").fetch_one(&db.pool).await?;
+    let n: (i64,) = sqlx::query_as("select count(*) from tenants")
+        .fetch_one(&db.pool)
+        .await?;
     Ok(n.0 > 0)
 }

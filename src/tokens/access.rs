@@ -41,12 +41,18 @@ impl AccessClaims {
 }
 
 /// Signs an access token with the tenant's current key for its default algorithm.
-pub async fn issue(state: &AppState, tenant: &Tenant, claims: &AccessClaims) -> Result<String, super::tenant_keys::KeysError> {
+pub async fn issue(
+    state: &AppState,
+    tenant: &Tenant,
+    claims: &AccessClaims,
+) -> Result<String, super::tenant_keys::KeysError> {
     let keys = state.keys.for_tenant(&tenant.id).await?;
     let signer = keys
         .signers
         .get(&tenant.policy.signing_alg())
-        .ok_or(super::tenant_keys::KeysError::Store(store::StoreError::Corrupt("no current signing key".into())))?;
+        .ok_or(super::tenant_keys::KeysError::Store(store::StoreError::Corrupt(
+            "no current signing key".into(),
+        )))?;
     Ok(jwt::sign(signer, TYP, claims))
 }
 
@@ -68,18 +74,37 @@ pub async fn validate(
         .await
         .map_err(|_| Invalid::UnknownKey)?
         .ok_or(Invalid::UnknownKey)?;
-    let tenant = state.tenants.by_id(&tenant_id).await.ok().flatten().ok_or(Invalid::WrongIssuer)?;
-    let keys = state.keys.for_tenant(&tenant.id).await.map_err(|_| Invalid::UnknownKey)?;
+    let tenant = state
+        .tenants
+        .by_id(&tenant_id)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Invalid::WrongIssuer)?;
+    let keys = state
+        .keys
+        .for_tenant(&tenant.id)
+        .await
+        .map_err(|_| Invalid::UnknownKey)?;
     let key = keys.verify.get(&peek.kid).ok_or(Invalid::UnknownKey)?;
     if key.alg.jwt() != peek.alg {
         return Err(Invalid::UnknownKey);
     }
     let issuer = state.config.issuer(&tenant.slug);
     let claims: AccessClaims = jwt::verify(token, &key.key, peek.alg, &issuer, audience)?;
-    if store::revocations::is_revoked(&state.db, &claims.jti).await.map_err(|_| Invalid::Revoked)? {
+    if store::revocations::is_revoked(&state.db, &claims.jti)
+        .await
+        .map_err(|_| Invalid::Revoked)?
+    {
         return Err(Invalid::Revoked);
     }
-    let client = state.clients.get(&claims.client_id).await.ok().flatten().ok_or(Invalid::Revoked)?;
+    let client = state
+        .clients
+        .get(&claims.client_id)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Invalid::Revoked)?;
     if client.tenant_id != tenant.id {
         return Err(Invalid::WrongIssuer);
     }

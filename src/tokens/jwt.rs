@@ -18,7 +18,12 @@ pub fn sign<C: Serialize>(key: &SigningKey, typ: &str, claims: &C) -> String {
         typ: &'a str,
         kid: &'a str,
     }
-    let header = serde_json::to_vec(&Header { alg: key.alg.name(), typ, kid: &key.kid }).expect("header serializes");
+    let header = serde_json::to_vec(&Header {
+        alg: key.alg.name(),
+        typ,
+        kid: &key.kid,
+    })
+    .expect("header serializes");
     let claims = serde_json::to_vec(claims).expect("claims serialize");
     let mut out = String::with_capacity(64 + (header.len() + claims.len()) * 4 / 3 + 400);
     B64.encode_string(&header, &mut out);
@@ -59,7 +64,11 @@ pub fn peek(token: &str) -> Result<Peek, Invalid> {
         return Err(Invalid::Malformed);
     }
     let h = jsonwebtoken::decode_header(token).map_err(|_| Invalid::Malformed)?;
-    Ok(Peek { kid: h.kid.ok_or(Invalid::Malformed)?, alg: h.alg, typ: h.typ })
+    Ok(Peek {
+        kid: h.kid.ok_or(Invalid::Malformed)?,
+        alg: h.alg,
+        typ: h.typ,
+    })
 }
 
 /// Verifies signature, `exp` (5 s leeway), `iss` and `aud`.
@@ -78,5 +87,7 @@ pub fn verify<C: DeserializeOwned>(
         None => v.validate_aud = false,
     }
     v.set_required_spec_claims(&["exp", "iss", "iat"]);
-    jsonwebtoken::decode::<C>(token, key, &v).map(|d| d.claims).map_err(Invalid::Verify)
+    jsonwebtoken::decode::<C>(token, key, &v)
+        .map(|d| d.claims)
+        .map_err(Invalid::Verify)
 }

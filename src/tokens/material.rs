@@ -85,7 +85,9 @@ impl SigningKey {
     pub fn from_pkcs8(alg: Alg, kid: String, der: &[u8]) -> Result<SigningKey, KeyMaterialError> {
         let bad = |_| KeyMaterialError("stored key does not parse");
         let pair = match alg {
-            Alg::ES256 => Pair::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(bad)?),
+            Alg::ES256 => {
+                Pair::Ec(EcdsaKeyPair::from_pkcs8(&signature::ECDSA_P256_SHA256_FIXED_SIGNING, der).map_err(bad)?)
+            }
             Alg::EdDSA => Pair::Ed(Ed25519KeyPair::from_pkcs8(der).map_err(bad)?),
             Alg::RS256 => Pair::Rsa(signature::RsaKeyPair::from_pkcs8(der).map_err(bad)?),
         };
@@ -99,7 +101,9 @@ impl SigningKey {
                 let point = p.public_key().as_ref();
                 serde_json::json!({"kty": "EC", "crv": "P-256", "x": B64.encode(&point[1..33]), "y": B64.encode(&point[33..65])})
             }
-            Pair::Ed(p) => serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(p.public_key().as_ref())}),
+            Pair::Ed(p) => {
+                serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": B64.encode(p.public_key().as_ref())})
+            }
             Pair::Rsa(p) => {
                 let c = aws_lc_rs::rsa::PublicKeyComponents::<Vec<u8>>::from(p.public_key());
                 serde_json::json!({"kty": "RSA", "n": B64.encode(&c.n), "e": B64.encode(&c.e)})
@@ -119,7 +123,8 @@ impl SigningKey {
             Pair::Ed(p) => p.sign(message).as_ref().to_vec(),
             Pair::Rsa(p) => {
                 let mut sig = vec![0; p.public_modulus_len()];
-                p.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig).expect("RSA signing");
+                p.sign(&signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+                    .expect("RSA signing");
                 sig
             }
         }

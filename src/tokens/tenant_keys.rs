@@ -89,7 +89,15 @@ impl KeyService {
             jwks: serde_json::json!({ "keys": jwks }).to_string().into(),
             rows: rows
                 .iter()
-                .filter_map(|r| Some((r.kid.clone(), Alg::parse(&r.alg)?, r.state.clone(), r.created_at, r.retire_until)))
+                .filter_map(|r| {
+                    Some((
+                        r.kid.clone(),
+                        Alg::parse(&r.alg)?,
+                        r.state.clone(),
+                        r.created_at,
+                        r.retire_until,
+                    ))
+                })
                 .collect(),
         });
         self.cache.put(tenant_id.to_string(), keys.clone());
@@ -100,16 +108,23 @@ impl KeyService {
         if let Some(k) = self.parsed.lock().unwrap_or_else(|e| e.into_inner()).get(&row.kid) {
             return Ok(k.clone());
         }
-        let der = match self.keyring.decrypt(Purpose::SigningKey, &row.tenant_id, &row.kid, &row.private_ct) {
+        let der = match self
+            .keyring
+            .decrypt(Purpose::SigningKey, &row.tenant_id, &row.kid, &row.private_ct)
+        {
             Err(KeyError::UnknownVersion(..)) => {
                 // Another process rotated the master key: pick the new version up from keys/.
                 self.keyring.reload(&self.db).await?;
-                self.keyring.decrypt(Purpose::SigningKey, &row.tenant_id, &row.kid, &row.private_ct)?
+                self.keyring
+                    .decrypt(Purpose::SigningKey, &row.tenant_id, &row.kid, &row.private_ct)?
             }
             other => other?,
         };
         let key = Arc::new(SigningKey::from_pkcs8(alg, row.kid.clone(), &der)?);
-        self.parsed.lock().unwrap_or_else(|e| e.into_inner()).insert(row.kid.clone(), key.clone());
+        self.parsed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(row.kid.clone(), key.clone());
         Ok(key)
     }
 
@@ -203,7 +218,9 @@ impl KeyService {
         let mut tx = self.db.begin_write().await?;
         let mut n = 0;
         for r in rows.iter().filter(|r| r.master_version != current) {
-            let pt = self.keyring.decrypt(Purpose::SigningKey, &r.tenant_id, &r.kid, &r.private_ct)?;
+            let pt = self
+                .keyring
+                .decrypt(Purpose::SigningKey, &r.tenant_id, &r.kid, &r.private_ct)?;
             let (ct, v) = self.keyring.encrypt(Purpose::SigningKey, &r.tenant_id, &r.kid, &pt);
             store::keys::reencrypt(&mut *tx, &r.kid, &ct, v as i64).await?;
             n += 1;
