@@ -24,6 +24,11 @@ pub struct AppState {
     pub tenants: Arc<Tenants>,
     pub clients: Arc<Clients>,
     pub passwords: Arc<Passwords>,
+    pub limits: Arc<crate::http::ratelimit::RateLimits>,
+    pub revocations: Arc<crate::tokens::revocations::Revocations>,
+    pub verified: Arc<crate::tokens::access::VerifiedCache>,
+    /// User status and `tokens_valid_after`, at most one second old.
+    pub user_standing: Arc<crate::cache::TtlCache<String, (String, i64)>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -51,7 +56,11 @@ impl AppState {
             keys: Arc::new(KeyService::new(db.clone(), keyring.clone(), pool.clone())),
             tenants: Arc::new(Tenants::new(db.clone())),
             clients: Arc::new(Clients::new(db.clone())),
-            passwords: Arc::new(Passwords::new(pool, keyring.clone(), default)),
+            passwords: Arc::new(Passwords::new(pool, keyring.clone(), default, config.argon2_max_m_kib)),
+            limits: Arc::new(crate::http::ratelimit::RateLimits::new(&config)),
+            revocations: Arc::new(crate::tokens::revocations::Revocations::new(db.clone())),
+            verified: Arc::new(crate::tokens::access::verified_cache()),
+            user_standing: Arc::new(crate::cache::TtlCache::new(std::time::Duration::from_secs(1), 100_000)),
             metrics: crate::http::metrics::handle(),
             config: Arc::new(config),
             db,
@@ -83,6 +92,10 @@ async fn maintenance(state: AppState) {
         if let Err(e) = crate::store::revocations::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired revocations failed");
         }
+        if let Err(e) = crate::store::tickets::purge_expired(&state.db).await {
+            tracing::warn!(error = %e, "purging expired login tickets failed");
+        }
+        state.limits.shrink();
         if let Err(e) = crate::store::keys::delete_expired(&state.db).await {
             tracing::warn!(error = %e, "deleting expired signing keys failed");
         }

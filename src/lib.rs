@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod authn;
 pub mod cache;
 pub mod cli;
 pub mod clients;

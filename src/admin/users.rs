@@ -142,3 +142,171 @@ pub async fn set_password(
     users::set_password(&state, &t, &u, &body.password, body.temporary).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Lock a user: refused at sign-in; sessions and tokens end.
+#[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users/{id}/lock", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 404)))]
+pub async fn lock(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<UserView>, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let mut u = user(&state, &t.id, &id).await?;
+    u.status = "locked".into();
+    u.tokens_valid_after = store::now();
+    store::users::update_profile(&state.db, &u).await?;
+    Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
+}
+
+/// Unlock a user: clears the sign-in throttle and a lock.
+#[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users/{id}/unlock", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = UserView), (status = 404)))]
+pub async fn unlock(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<UserView>, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let mut u = user(&state, &t.id, &id).await?;
+    store::throttle::reset(&state.db, &t.id, &u.username).await?;
+    if u.status == "locked" {
+        u.status = "active".into();
+        store::users::update_profile(&state.db, &u).await?;
+    }
+    Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ThrottleView {
+    /// Failed (or in-flight) attempts since the last full sign-in.
+    pub failures: i64,
+    /// Unix time before which attempts are refused (0: none).
+    pub next_allowed_at: i64,
+}
+
+/// The user's sign-in throttle state.
+#[utoipa::path(get, path = "/admin/v1/tenants/{slug}/users/{id}/throttle", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = ThrottleView), (status = 404)))]
+pub async fn throttle(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<ThrottleView>, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let u = user(&state, &t.id, &id).await?;
+    let (failures, next_allowed_at) = store::throttle::get(&state.db, &t.id, &u.username)
+        .await?
+        .unwrap_or((0, 0));
+    Ok(Json(ThrottleView {
+        failures,
+        next_allowed_at,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportUser {
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    /// PHC or modular-crypt: argon2id/i/d, bcrypt, scrypt, pbkdf2-sha256/sha512, Django pbkdf2_sha256.
+    pub password_hash: String,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    pub users: Vec<ImportUser>,
+}
+
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ImportResult {
+    pub username: String,
+    /// `created` or `error`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Most records one import request may carry.
+pub const IMPORT_MAX: usize = 1000;
+
+/// Bulk import with existing password hashes. Each record is checked on its own (format and
+/// cost bounds, so an import cannot plant a denial of service); one bad record aborts nothing.
+/// Imported users are upgraded to Argon2id at their next successful sign-in.
+#[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users/import", params(("slug" = String, Path)), request_body = ImportBody,
+    responses((status = 200, body = Vec<ImportResult>), (status = 413), (status = 422)))]
+pub async fn import(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(slug): Path<String>,
+    Json(body): Json<ImportBody>,
+) -> Result<Json<Vec<ImportResult>>, Problem> {
+    use crate::password::legacy;
+    let t = managed_tenant(&state, &who, &slug).await?;
+    if body.users.len() > IMPORT_MAX {
+        return Err(Problem::validation("users", "at most 1000 records per request"));
+    }
+    let limits = legacy::Limits {
+        argon2_max_m_kib: state.config.argon2_max_m_kib,
+    };
+    let mut out = Vec::with_capacity(body.users.len());
+    for rec in body.users {
+        let result = async {
+            let username = crate::username::normalize(&rec.username).map_err(|r| format!("username {r}"))?;
+            if let Some(e) = &rec.email {
+                users::check_email(e).map_err(|e| e.to_string())?;
+            }
+            if let Some(d) = &rec.display_name {
+                users::check_display_name(d).map_err(|e| e.to_string())?;
+            }
+            if rec.password_hash.len() > 1024 {
+                return Err("password_hash is too long".to_string());
+            }
+            legacy::classify(&rec.password_hash, &limits).map_err(|e| format!("password_hash: {e}"))?;
+            let id = store::new_id();
+            store::users::create(
+                &state.db,
+                &store::users::NewUser {
+                    id: &id,
+                    tenant_id: &t.id,
+                    username: &username,
+                    email: rec.email.as_deref(),
+                    display_name: rec.display_name.as_deref(),
+                    password_hash: Some(&rec.password_hash),
+                    // No pepper: marks an imported hash, verified by the legacy verifiers.
+                    pepper_version: None,
+                    password_temporary: false,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                store::StoreError::Conflict(_) => "username already exists".to_string(),
+                other => {
+                    tracing::error!(error = %other, "import: storing a user failed");
+                    "internal error".to_string()
+                }
+            })?;
+            Ok::<String, String>(id)
+        }
+        .await;
+        out.push(match result {
+            Ok(id) => ImportResult {
+                username: rec.username,
+                status: "created",
+                id: Some(id),
+                error: None,
+            },
+            Err(e) => ImportResult {
+                username: rec.username.chars().take(256).collect(),
+                status: "error",
+                id: None,
+                error: Some(e),
+            },
+        });
+    }
+    Ok(Json(out))
+}

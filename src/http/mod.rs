@@ -4,6 +4,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod ops;
+pub mod ratelimit;
 pub mod router;
 
 pub use error::{OAuthError, Problem};

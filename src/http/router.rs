@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use crate::admin;
 use crate::app::AppState;
-use crate::http::{metrics, ops};
+use crate::http::{metrics, ops, ratelimit};
 use crate::oidc;
 
 #[derive(OpenApi)]
@@ -48,7 +48,11 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// The management API's routes and its OpenAPI document, from the same declarations.
-pub fn admin_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn admin_api(import_max_body_bytes: usize) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    // The import endpoint takes larger bodies than everything else.
+    let import = OpenApiRouter::new()
+        .routes(routes!(admin::users::import))
+        .layer(DefaultBodyLimit::max(import_max_body_bytes));
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(admin::tenants::create, admin::tenants::list))
         .routes(routes!(
@@ -59,6 +63,10 @@ pub fn admin_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(admin::users::create, admin::users::list))
         .routes(routes!(admin::users::get, admin::users::update, admin::users::delete))
         .routes(routes!(admin::users::set_password))
+        .routes(routes!(admin::users::lock))
+        .routes(routes!(admin::users::unlock))
+        .routes(routes!(admin::users::throttle))
+        .merge(import)
         .routes(routes!(admin::clients::create, admin::clients::list))
         .routes(routes!(
             admin::clients::get,
@@ -72,21 +80,26 @@ pub fn admin_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
 }
 
 pub fn openapi_json() -> String {
-    admin_api().1.to_pretty_json().expect("OpenAPI document serializes")
+    admin_api(1).1.to_pretty_json().expect("OpenAPI document serializes")
 }
 
 pub fn router(state: AppState) -> Router {
-    let (admin, openapi) = admin_api();
+    let (admin, openapi) = admin_api(state.config.import_max_body_bytes);
     let openapi = openapi.to_pretty_json().expect("OpenAPI document serializes");
+    // Credential endpoints sit behind the per-client-IP token bucket.
+    let credentials = Router::new()
+        .route("/token", post(oidc::token::token))
+        .route("/introspect", post(oidc::introspect::introspect))
+        .route("/revoke", post(oidc::revoke::revoke))
+        .route("/authn", post(oidc::authn::authn))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(
             "/.well-known/openid-configuration",
             get(oidc::discovery::openid_configuration),
         )
         .route("/jwks.json", get(oidc::discovery::jwks))
-        .route("/token", post(oidc::token::token))
-        .route("/introspect", post(oidc::introspect::introspect))
-        .route("/revoke", post(oidc::revoke::revoke));
+        .merge(credentials);
 
     let request_id = HeaderName::from_static("x-request-id");
     let timeout = Duration::from_secs(state.config.request_timeout_seconds);

@@ -23,22 +23,40 @@ pub async fn authenticate(
     form: &Form,
     allow_public: bool,
 ) -> Result<Arc<Client>, OAuthError> {
+    authenticate_with(
+        state,
+        tenant,
+        headers,
+        form.get("client_id"),
+        form.get("client_secret"),
+        allow_public,
+    )
+    .await
+}
+
+/// The same, with `client_secret_post` credentials taken from wherever the body keeps them.
+pub async fn authenticate_with(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    body_id: Option<&str>,
+    body_secret: Option<&str>,
+    allow_public: bool,
+) -> Result<Arc<Client>, OAuthError> {
     let basic = basic_credentials(headers)?;
-    let post = form.get("client_secret");
-    let (id, secret, method) = match (basic, post) {
+    let (id, secret, method) = match (basic, body_secret) {
         (Some(_), Some(_)) => return Err(OAuthError::invalid_request("use one client authentication method")),
         (Some((id, secret)), None) => {
-            if form.get("client_id").is_some_and(|f| f != id) {
+            if body_id.is_some_and(|f| f != id) {
                 return Err(OAuthError::invalid_request("client_id does not match the credentials"));
             }
             (id, Some(secret), AuthMethod::ClientSecretBasic)
         }
-        (None, Some(secret)) => (
-            form.require("client_id")?.to_string(),
-            Some(secret.to_string()),
-            AuthMethod::ClientSecretPost,
-        ),
-        (None, None) => match form.get("client_id") {
+        (None, Some(secret)) => {
+            let id = body_id.ok_or_else(|| OAuthError::invalid_request("`client_id` is required"))?;
+            (id.to_string(), Some(secret.to_string()), AuthMethod::ClientSecretPost)
+        }
+        (None, None) => match body_id {
             Some(id) => (id.to_string(), None, AuthMethod::None),
             None => return Err(OAuthError::invalid_client()),
         },

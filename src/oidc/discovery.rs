@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::clients::GRANT_CLIENT_CREDENTIALS;
+use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET};
 use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::tokens::Alg;
@@ -25,7 +25,7 @@ pub async fn openid_configuration(
         "jwks_uri": format!("{iss}/jwks.json"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
-        "grant_types_supported": [GRANT_CLIENT_CREDENTIALS],
+        "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET],
         "token_endpoint_auth_methods_supported": auth_methods,
         "introspection_endpoint_auth_methods_supported": auth_methods,
         "revocation_endpoint_auth_methods_supported": auth_methods,
@@ -48,7 +48,7 @@ pub async fn jwks(State(state): State<AppState>, Path(slug): Path<String>) -> Re
         .for_tenant(&tenant.id)
         .await
         .map_err(|e| OAuthError::server_error(&e))?;
-    let mut r = keys.jwks.to_string().into_response();
+    let mut r = keys.jwks.clone().into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/jwk-set+json"),

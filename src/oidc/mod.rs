@@ -1,5 +1,6 @@
 //! The per-tenant protocol endpoints under `{public_url}/t/{tenant}`.
 
+pub mod authn;
 pub mod client_auth;
 pub mod discovery;
 pub mod form;

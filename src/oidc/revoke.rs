@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, StatusCode};
 use crate::app::AppState;
 use crate::http::OAuthError;
 use crate::http::extract::Path;
-use crate::store;
 use crate::tokens::access;
 
 use super::client_auth;
@@ -29,7 +28,7 @@ pub async fn revoke(
         && claims.client_id == client.id
     {
         let until = claims.exp + crate::tenants::CLOCK_SKEW;
-        store::revocations::revoke(&state.db, &claims.jti, &tenant.id, until).await?;
+        state.revocations.revoke(&claims.jti, &tenant.id, until).await?;
         metrics::counter!("unicred_tokens_revoked_total").increment(1);
     }
     Ok(StatusCode::OK)

@@ -7,28 +7,35 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::clients::{self, Client, GRANT_CLIENT_CREDENTIALS, SCOPE_ADMIN, SCOPE_TENANT_ADMIN};
+use crate::clients::{self, Client, GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET, SCOPE_ADMIN, SCOPE_TENANT_ADMIN};
 use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::store;
 use crate::tenants::Tenant;
 use crate::tokens::access::{self, AccessClaims};
+use crate::tokens::id_token::{self, IdClaims};
+use crate::tokens::jwt;
 
 use super::client_auth;
 use super::form::Form;
 
 enum GrantType {
     ClientCredentials,
+    LoginTicket,
 }
 
 impl GrantType {
     fn parse(s: &str) -> Option<GrantType> {
         match s {
             GRANT_CLIENT_CREDENTIALS => Some(GrantType::ClientCredentials),
+            GRANT_LOGIN_TICKET => Some(GrantType::LoginTicket),
             _ => None,
         }
     }
 }
+
+/// Scopes a user token may carry besides the client's own (never the admin scopes).
+const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "account"];
 
 #[derive(Serialize)]
 pub struct TokenResponse {
@@ -37,6 +44,8 @@ pub struct TokenResponse {
     pub expires_in: i64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 impl IntoResponse for TokenResponse {
@@ -63,6 +72,7 @@ pub async fn token(
     let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
     match grant {
         GrantType::ClientCredentials => client_credentials(&state, &tenant, &client, &form).await,
+        GrantType::LoginTicket => login_ticket(&state, &tenant, &client, &form).await,
     }
 }
 
@@ -120,7 +130,111 @@ async fn client_credentials(
         token_type: "Bearer",
         expires_in: ttl,
         scope: claims.scope,
+        id_token: None,
     })
+}
+
+/// `urn:unicred:grant-type:login-ticket`: redeems a one-time ticket from `/authn`, server to
+/// server, for the client the ticket was issued to. No SSO session is created.
+async fn login_ticket(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    form: &Form,
+) -> Result<TokenResponse, OAuthError> {
+    if client.is_public() || !client.has_grant(GRANT_LOGIN_TICKET) || !client.authn_api {
+        return Err(OAuthError::unauthorized_client(
+            "the login-ticket grant is not allowed for this client",
+        ));
+    }
+    let ticket = form.require("login_ticket")?;
+    if ticket.len() > 128 {
+        return Err(OAuthError::invalid_grant("invalid login ticket"));
+    }
+    // Redeeming burns the ticket whoever presents it: a ticket in the wrong hands is spent.
+    let t = store::tickets::redeem(&state.db, &crate::authn::ticket_hash(ticket))
+        .await?
+        .filter(|t| t.tenant_id == tenant.id && t.client_id == client.id)
+        .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used login ticket"))?;
+    let user = store::users::get(&state.db, &tenant.id, &t.user_id)
+        .await?
+        .filter(|u| u.status == "active" && u.tokens_valid_after <= t.auth_time)
+        .ok_or_else(|| OAuthError::invalid_grant("the user can no longer sign in"))?;
+    let scopes = user_scopes(client, form.get("scope"))?;
+    let now = store::now();
+    let ttl = tenant.policy.access_token_ttl();
+    let claims = AccessClaims {
+        iss: state.config.issuer(&tenant.slug),
+        sub: user.id.clone(),
+        aud: client.id.clone(),
+        client_id: client.id.clone(),
+        exp: now + ttl,
+        iat: now,
+        jti: crate::crypto::random_token::<16>(),
+        scope: scopes.join(" "),
+        auth_time: Some(t.auth_time),
+        acr: Some(t.acr.clone()),
+    };
+    let access_token = access::issue(state, tenant, &claims)
+        .await
+        .map_err(|e| OAuthError::server_error(&e))?;
+    let id_token = if scopes.contains(&"openid") {
+        let alg = client.id_token_alg.unwrap_or(tenant.policy.signing_alg());
+        let keys = state
+            .keys
+            .for_tenant(&tenant.id)
+            .await
+            .map_err(|e| OAuthError::server_error(&e))?;
+        let signer = keys
+            .signers
+            .get(&alg)
+            .ok_or_else(|| OAuthError::server_error(&"no signing key"))?;
+        let id = IdClaims {
+            iss: claims.iss.clone(),
+            sub: user.id.clone(),
+            aud: client.id.clone(),
+            azp: client.id.clone(),
+            exp: now + ttl,
+            iat: now,
+            auth_time: t.auth_time,
+            acr: t.acr.clone(),
+            amr: t.amr.split(' ').map(String::from).collect(),
+            nonce: None,
+            at_hash: id_token::at_hash(alg, &access_token),
+        };
+        Some(jwt::sign(signer, "JWT", &id))
+    } else {
+        None
+    };
+    metrics::counter!("unicred_tokens_issued_total", "grant" => "login_ticket").increment(1);
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+        scope: claims.scope,
+        id_token,
+    })
+}
+
+/// A user token's scopes: the requested ones (default `openid`), each a user scope or one of
+/// the client's non-admin scopes.
+fn user_scopes<'a>(client: &'a Client, requested: Option<&'a str>) -> Result<Vec<&'a str>, OAuthError> {
+    let requested = requested.unwrap_or("openid");
+    if requested.len() > 2048 {
+        return Err(OAuthError::invalid_scope("scope is too long"));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    for s in requested.split(' ').filter(|s| !s.is_empty()) {
+        let admin = s == SCOPE_ADMIN || s == SCOPE_TENANT_ADMIN;
+        let allowed = USER_SCOPES.contains(&s) || client.scopes.iter().any(|c| c == s);
+        if admin || !allowed {
+            return Err(OAuthError::invalid_scope("a requested scope is not allowed"));
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    Ok(out)
 }
 
 /// The requested scopes, each of which the client must hold; none requested means all of

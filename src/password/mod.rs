@@ -2,10 +2,13 @@
 //! input, always on the bounded `HashPool`.
 
 pub mod bench;
+pub mod legacy;
 pub mod policy;
 pub mod pool;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -42,11 +45,88 @@ pub struct Passwords {
     pub pool: Arc<HashPool>,
     keyring: Arc<Keyring>,
     default: Argon2Policy,
+    max_m_kib: u32,
+    /// Dummy hashes per parameter set: unknown users cost one full hash at the tenant's cost.
+    dummies: Mutex<HashMap<Argon2Policy, String>>,
+    /// Password verifications performed (tests and metrics read it).
+    pub verifications: AtomicU64,
+}
+
+/// The outcome of checking a stored hash.
+pub struct Checked {
+    pub ok: bool,
+    /// The hash is weaker than the tenant's parameters, uses an older pepper or a legacy
+    /// scheme: re-hash with the current ones now that the password is known.
+    pub upgrade: bool,
 }
 
 impl Passwords {
-    pub fn new(pool: Arc<HashPool>, keyring: Arc<Keyring>, default: Argon2Policy) -> Self {
-        Passwords { pool, keyring, default }
+    pub fn new(pool: Arc<HashPool>, keyring: Arc<Keyring>, default: Argon2Policy, max_m_kib: u32) -> Self {
+        Passwords {
+            pool,
+            keyring,
+            default,
+            max_m_kib,
+            dummies: Mutex::new(HashMap::new()),
+            verifications: AtomicU64::new(0),
+        }
+    }
+
+    /// Checks `password` against a user's stored hash — or, for an unknown user or one without
+    /// a password, against a dummy hash at the same cost, so both take the same time.
+    pub async fn check(
+        &self,
+        tenant: &Tenant,
+        stored: Option<(&str, Option<i64>)>,
+        password: &str,
+    ) -> Result<Checked, PasswordError> {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("unicred_password_verifications_total").increment(1);
+        let params = self.params_for(tenant);
+        match stored {
+            Some((phc, Some(version))) => {
+                let ok = self.verify(&tenant.id, phc, version, password).await?;
+                let current = self.keyring.current_pepper().0 as i64;
+                Ok(Checked {
+                    ok,
+                    upgrade: ok && (version != current || !same_params(phc, params)),
+                })
+            }
+            Some((legacy_hash, None)) => {
+                let limits = legacy::Limits {
+                    argon2_max_m_kib: self.max_m_kib,
+                };
+                let (h, pw) = (legacy_hash.to_string(), Zeroizing::new(password.as_bytes().to_vec()));
+                let ok = self
+                    .pool
+                    .run(&tenant.id, move |_| legacy::verify(&h, &pw, &limits))
+                    .await?
+                    .map_err(|_| PasswordError::Malformed)?;
+                Ok(Checked { ok, upgrade: ok })
+            }
+            None => {
+                let dummy = self.dummy(tenant, params).await?;
+                let _ = self
+                    .verify(&tenant.id, &dummy, self.keyring.current_pepper().0 as i64, password)
+                    .await?;
+                Ok(Checked {
+                    ok: false,
+                    upgrade: false,
+                })
+            }
+        }
+    }
+
+    async fn dummy(&self, tenant: &Tenant, params: Argon2Policy) -> Result<String, PasswordError> {
+        if let Some(d) = self.dummies.lock().unwrap_or_else(|e| e.into_inner()).get(&params) {
+            return Ok(d.clone());
+        }
+        let d = self.hash(tenant, "unicred dummy password").await?.phc;
+        self.dummies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(params, d.clone());
+        Ok(d)
     }
 
     /// The Argon2 cost for a tenant: its policy, else the platform default.
@@ -90,6 +170,21 @@ impl Passwords {
             })
             .await?
     }
+}
+
+/// Whether a peppered PHC string was made with exactly `p` (Argon2id, v19).
+fn same_params(phc: &str, p: Argon2Policy) -> bool {
+    let Ok(parsed) = PasswordHash::new(phc) else {
+        return false;
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    parsed.algorithm == argon2::ARGON2ID_IDENT
+        && parsed.version == Some(Version::V0x13.into())
+        && params.m_cost() == p.m_kib
+        && params.t_cost() == p.t
+        && params.p_cost() == p.p
 }
 
 fn argon2_params(p: Argon2Policy) -> Result<Params, PasswordError> {

@@ -48,5 +48,58 @@ pub fn check(policy: &Policy, password: &str, ctx: &Context<'_>) -> Result<(), V
             });
         }
     }
+    // zxcvbn's cost grows with length; its verdict on the first 100 characters is enough.
+    let head: String = password.chars().take(100).collect();
+    let inputs = [ctx.username, local, ctx.tenant_name];
+    let entropy = zxcvbn::zxcvbn(&head, &inputs);
+    let whole_common = entropy.sequence().iter().any(|m| {
+        m.i == 0
+            && m.j + 1 >= head.chars().count()
+            // The crate does not export its dictionary type; `Passwords` is its default.
+            && matches!(&m.pattern, zxcvbn::matching::patterns::MatchPattern::Dictionary(d)
+                if d.dictionary_name == Default::default())
+    });
+    if whole_common {
+        v.push(Violation {
+            rule: "common_password",
+            message: "is a commonly used password".into(),
+        });
+    }
+    let score = entropy.score() as u8;
+    if score < policy.zxcvbn_min_score() {
+        v.push(Violation {
+            rule: "too_weak",
+            message: format!("strength {score} is below the required {}", policy.zxcvbn_min_score()),
+        });
+    }
     if v.is_empty() { Ok(()) } else { Err(v) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(pw: &str) -> Vec<&'static str> {
+        let ctx = Context {
+            username: "alice",
+            email: Some("alice.smith@bank.example"),
+            tenant_name: "Example Bank",
+        };
+        match check(&Policy::default(), pw, &ctx) {
+            Ok(()) => vec![],
+            Err(v) => v.into_iter().map(|v| v.rule).collect(),
+        }
+    }
+
+    #[test]
+    fn each_rule_reports_its_reason() {
+        assert_eq!(rules("correct horse battery staple pickle"), Vec::<&str>::new());
+        assert!(rules("short").contains(&"min_length"));
+        assert!(rules("password1234").contains(&"common_password"));
+        assert!(rules("aaaaaaaaaaaaaaaa").contains(&"too_weak"));
+        assert!(rules("alice-is-my-name-really").contains(&"contains_username"));
+        assert!(rules("alice.smith-vault-9137").contains(&"contains_email"));
+        assert!(rules("Example Bank forever 2024!").contains(&"contains_tenant_name"));
+        assert!(rules(&"x".repeat(1025)).contains(&"max_length"));
+    }
 }

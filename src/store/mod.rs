@@ -6,6 +6,8 @@ pub mod clients;
 pub mod keys;
 pub mod revocations;
 pub mod tenants;
+pub mod throttle;
+pub mod tickets;
 pub mod users;
 
 use std::str::FromStr;

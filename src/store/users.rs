@@ -167,3 +167,28 @@ pub async fn count_by_pepper(db: &Db) -> Result<Vec<(i64, i64)>> {
     .fetch_all(&db.pool)
     .await?)
 }
+
+/// Replaces the hash only if it is still `old` (an upgrade on login must not overwrite a
+/// password changed meanwhile).
+pub async fn upgrade_hash(
+    db: &Db,
+    tenant_id: &str,
+    id: &str,
+    old: &str,
+    new: &str,
+    pepper_version: i64,
+) -> Result<bool> {
+    let r = sqlx::query(
+        "update users set password_hash = $1, pepper_version = $2, updated_at = $3 \
+         where tenant_id = $4 and id = $5 and password_hash = $6",
+    )
+    .bind(new)
+    .bind(pepper_version)
+    .bind(now())
+    .bind(tenant_id)
+    .bind(id)
+    .bind(old)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

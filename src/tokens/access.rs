@@ -4,10 +4,12 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
+use crate::cache::TtlCache;
 use crate::store;
-use crate::tenants::Tenant;
+use crate::tenants::{CLOCK_SKEW, Tenant};
 
 use super::jwt::{self, Invalid};
 
@@ -56,6 +58,16 @@ pub async fn issue(
     Ok(jwt::sign(signer, TYP, claims))
 }
 
+/// Tokens whose signature, `typ`, `iss` and key were verified, by SHA-256 of the token: a
+/// signature never changes, so a resource server introspecting the same token again skips the
+/// ECDSA/RSA check. Everything that can change (key withdrawal, expiry, revocation, the
+/// subject's standing) is checked on every use.
+pub type VerifiedCache = TtlCache<[u8; 32], Arc<(String, String, AccessClaims)>>;
+
+pub fn verified_cache() -> VerifiedCache {
+    TtlCache::new(std::time::Duration::from_secs(60), 50_000)
+}
+
 /// Verifies an access token: a published key of its tenant, signature, `typ`, `exp`, `iss`,
 /// `aud` (when given), then revocation and the subject's standing (client still exists,
 /// user still active and not revoked since the token was issued).
@@ -64,6 +76,95 @@ pub async fn validate(
     token: &str,
     audience: Option<&str>,
 ) -> Result<(Arc<Tenant>, AccessClaims), Invalid> {
+    if token.len() > 16 * 1024 {
+        return Err(Invalid::Malformed);
+    }
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let (tenant, claims) = match state.verified.get(&digest) {
+        Some(hit) => {
+            let (tenant_id, kid, claims) = &*hit;
+            let tenant = state
+                .tenants
+                .by_id(tenant_id)
+                .await
+                .ok()
+                .flatten()
+                .ok_or(Invalid::WrongIssuer)?;
+            let keys = state
+                .keys
+                .for_tenant(&tenant.id)
+                .await
+                .map_err(|_| Invalid::UnknownKey)?;
+            if !keys.verify.contains_key(kid) {
+                return Err(Invalid::UnknownKey);
+            }
+            if claims.iss != state.config.issuer(&tenant.slug) {
+                return Err(Invalid::WrongIssuer);
+            }
+            if claims.exp + CLOCK_SKEW < store::now() {
+                return Err(Invalid::Expired);
+            }
+            if audience.is_some_and(|a| a != claims.aud) {
+                return Err(Invalid::WrongAudience);
+            }
+            (tenant, claims.clone())
+        }
+        None => {
+            let (tenant, kid, claims) = verify_signed(state, token, audience).await?;
+            state
+                .verified
+                .put(digest, Arc::new((tenant.id.clone(), kid, claims.clone())));
+            (tenant, claims)
+        }
+    };
+    if state
+        .revocations
+        .is_revoked(&claims.jti)
+        .await
+        .map_err(|_| Invalid::Revoked)?
+    {
+        return Err(Invalid::Revoked);
+    }
+    let client = state
+        .clients
+        .get(&claims.client_id)
+        .await
+        .ok()
+        .flatten()
+        .ok_or(Invalid::Revoked)?;
+    if client.tenant_id != tenant.id {
+        return Err(Invalid::WrongIssuer);
+    }
+    if !claims.is_client_token() {
+        let (status, valid_after) = user_standing(state, &tenant.id, &claims.sub).await?;
+        if status != "active" || claims.iat < valid_after {
+            return Err(Invalid::Revoked);
+        }
+    }
+    Ok((tenant, claims))
+}
+
+/// A user's status and `tokens_valid_after`, at most one second old.
+async fn user_standing(state: &AppState, tenant_id: &str, user_id: &str) -> Result<(String, i64), Invalid> {
+    let key = format!("{tenant_id}/{user_id}");
+    if let Some(s) = state.user_standing.get(&key) {
+        return Ok(s);
+    }
+    let user = store::users::get(&state.db, tenant_id, user_id)
+        .await
+        .map_err(|_| Invalid::Revoked)?
+        .ok_or(Invalid::Revoked)?;
+    let standing = (user.status, user.tokens_valid_after);
+    state.user_standing.put(key, standing.clone());
+    Ok(standing)
+}
+
+/// The full check of a token not seen before.
+async fn verify_signed(
+    state: &AppState,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<(Arc<Tenant>, String, AccessClaims), Invalid> {
     let peek = jwt::peek(token)?;
     if peek.typ.as_deref().map(|t| t.to_ascii_lowercase()) != Some(TYP.into()) {
         return Err(Invalid::WrongType);
@@ -92,30 +193,5 @@ pub async fn validate(
     }
     let issuer = state.config.issuer(&tenant.slug);
     let claims: AccessClaims = jwt::verify(token, &key.key, peek.alg, &issuer, audience)?;
-    if store::revocations::is_revoked(&state.db, &claims.jti)
-        .await
-        .map_err(|_| Invalid::Revoked)?
-    {
-        return Err(Invalid::Revoked);
-    }
-    let client = state
-        .clients
-        .get(&claims.client_id)
-        .await
-        .ok()
-        .flatten()
-        .ok_or(Invalid::Revoked)?;
-    if client.tenant_id != tenant.id {
-        return Err(Invalid::WrongIssuer);
-    }
-    if !claims.is_client_token() {
-        let user = store::users::get(&state.db, &tenant.id, &claims.sub)
-            .await
-            .map_err(|_| Invalid::Revoked)?
-            .ok_or(Invalid::Revoked)?;
-        if user.status != "active" || claims.iat < user.tokens_valid_after {
-            return Err(Invalid::Revoked);
-        }
-    }
-    Ok((tenant, claims))
+    Ok((tenant, peek.kid, claims))
 }

@@ -50,6 +50,10 @@ pub enum Invalid {
     Revoked,
     #[error("issuer or tenant mismatch")]
     WrongIssuer,
+    #[error("expired")]
+    Expired,
+    #[error("wrong audience")]
+    WrongAudience,
 }
 
 pub struct Peek {

@@ -37,7 +37,7 @@ pub struct TenantKeys {
     pub signers: HashMap<Alg, Arc<SigningKey>>,
     pub verify: HashMap<String, VerifyKey>,
     /// `{"keys":[…]}`, serialized once.
-    pub jwks: Arc<str>,
+    pub jwks: axum::body::Bytes,
     pub rows: Vec<(String, Alg, String, i64, Option<i64>)>,
 }
 
@@ -86,7 +86,7 @@ impl KeyService {
         let keys = Arc::new(TenantKeys {
             signers,
             verify,
-            jwks: serde_json::json!({ "keys": jwks }).to_string().into(),
+            jwks: serde_json::json!({ "keys": jwks }).to_string().into_bytes().into(),
             rows: rows
                 .iter()
                 .filter_map(|r| {

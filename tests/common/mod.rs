@@ -46,6 +46,11 @@ pub fn test_config(db_url: &str, keys_dir: &Path, data_dir: &Path) -> Config {
         hash_workers: 2,
         hash_queue: 32,
         database_max_connections: 5,
+        // The rate limiter has its own test; elsewhere it would only add noise.
+        // The legacy fixtures include an argon2 hash above this bound (m = 128 MiB).
+        argon2_max_m_kib: 65536,
+        ip_rate_per_second: 0,
+        client_rate_per_second: 0,
         ..Config::default()
     }
 }
@@ -203,4 +208,48 @@ impl Server {
 pub fn assert_problem(status: StatusCode, body: &Value, expected: u16, kind: &str) {
     assert_eq!(status.as_u16(), expected, "{body}");
     assert_eq!(body["type"], format!("urn:unicred:problem:{kind}"), "{body}");
+}
+
+impl Server {
+    /// POST /t/{tenant}/authn as a client.
+    pub async fn authn(
+        &self,
+        tenant: &str,
+        id: &str,
+        secret: &str,
+        username: &str,
+        password: &str,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{}/t/{tenant}/authn", self.url))
+            .basic_auth(id, Some(secret))
+            .json(&json!({"username": username, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a user with a password; returns its id.
+    pub async fn user(&self, admin: &str, tenant: &str, username: &str, password: &str) -> String {
+        let (s, b) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/v1/tenants/{tenant}/users"),
+                admin,
+                Some(json!({"username": username, "password": password})),
+            )
+            .await;
+        assert_eq!(s, 201, "{b}");
+        b["id"].as_str().unwrap().to_string()
+    }
+
+    /// A client allowed to use the sign-in API and redeem its tickets.
+    pub async fn authn_client(&self, admin: &str, tenant: &str) -> (String, String) {
+        self.client(
+            admin,
+            tenant,
+            json!({"name": "backend", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["accounts:read"]}),
+        )
+        .await
+    }
 }

@@ -1,0 +1,181 @@
+//! The sign-in state machine shared by the first-party API (`/authn`) and, later, the login
+//! pages: password → (second factor or enrolment) → one-time login ticket. No ticket is
+//! issued before every factor the tenant requires; throttling counters reset only then.
+
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::app::AppState;
+use crate::clients::Client;
+use crate::password::PasswordError;
+use crate::store::{self, throttle, tickets::Ticket, users::UserRow};
+use crate::tenants::{MfaPolicy, Tenant};
+
+pub const ACR_PWD: &str = "urn:unicred:acr:pwd";
+pub const ACR_MFA: &str = "urn:unicred:acr:mfa";
+/// Login tickets are redeemed server to server right away.
+pub const TICKET_TTL: i64 = 60;
+
+pub enum Step {
+    Success {
+        user_id: String,
+        login_ticket: String,
+        expires_in: i64,
+    },
+    /// The tenant requires a second factor and the user has none yet; enrolment comes with
+    /// the second-factor capability. No ticket is issued.
+    MfaEnrollRequired,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthnError {
+    /// Unknown user, wrong password, disabled, locked or throttled: one answer for all.
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    #[error("busy")]
+    Busy,
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl From<store::StoreError> for AuthnError {
+    fn from(e: store::StoreError) -> Self {
+        AuthnError::Internal(e.to_string())
+    }
+}
+
+impl From<PasswordError> for AuthnError {
+    fn from(e: PasswordError) -> Self {
+        match e {
+            PasswordError::Busy => AuthnError::Busy,
+            PasswordError::Malformed => AuthnError::Internal("stored hash unusable".into()),
+        }
+    }
+}
+
+/// The throttling key: the normalised username, or (for names that cannot be normalised) a
+/// bounded form of the raw input, so invalid names are throttled like any other.
+fn throttle_key(raw: &str) -> (Option<String>, String) {
+    match crate::username::normalize(raw) {
+        Ok(n) => (Some(n.clone()), n),
+        Err(_) => (
+            None,
+            format!("raw:{}", raw.chars().take(64).collect::<String>().to_lowercase()),
+        ),
+    }
+}
+
+fn outcome(tenant: &Tenant, client: &Client, user: Option<&UserRow>, ip: IpAddr, result: &str) {
+    tracing::info!(
+        target: "unicred::audit",
+        event = "signin.password",
+        tenant = %tenant.slug,
+        client_id = %client.id,
+        user_id = user.map_or("-", |u| u.id.as_str()),
+        ip = %ip,
+        result,
+    );
+}
+
+/// The password step.
+pub async fn password(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    username: &str,
+    password: &str,
+    ip: IpAddr,
+) -> Result<Step, AuthnError> {
+    if password.is_empty() || password.len() > crate::password::MAX_PASSWORD_BYTES || username.len() > 1024 {
+        outcome(tenant, client, None, ip, "malformed");
+        return Err(AuthnError::InvalidCredentials);
+    }
+    let (normalized, key) = throttle_key(username);
+    let rules = throttle::Rules {
+        threshold: tenant.policy.lockout_threshold(),
+        max_delay: tenant.policy.lockout_max_delay(),
+    };
+    if let throttle::Reservation::Throttled { .. } = throttle::reserve(&state.db, &tenant.id, &key, &rules).await? {
+        metrics::counter!("unicred_signin_throttled_total").increment(1);
+        outcome(tenant, client, None, ip, "throttled");
+        return Err(AuthnError::InvalidCredentials);
+    }
+    let user = match &normalized {
+        Some(n) => store::users::by_username(&state.db, &tenant.id, n).await?,
+        None => None,
+    };
+    let stored = user
+        .as_ref()
+        .and_then(|u| u.password_hash.as_deref().map(|h| (h, u.pepper_version)));
+    let checked = state.passwords.check(tenant, stored, password).await?;
+    let Some(user) = user.filter(|u| checked.ok && u.status == "active") else {
+        outcome(tenant, client, None, ip, "failure");
+        return Err(AuthnError::InvalidCredentials);
+    };
+    if checked.upgrade {
+        upgrade(state, tenant, &user, password).await;
+    }
+    if tenant.policy.mfa == Some(MfaPolicy::Required) {
+        outcome(tenant, client, Some(&user), ip, "mfa_enroll_required");
+        return Ok(Step::MfaEnrollRequired);
+    }
+    // Full authentication: the account's counters start clean.
+    throttle::reset(&state.db, &tenant.id, &key).await?;
+    let ticket = issue_ticket(state, tenant, client, &user, &["pwd"], ACR_PWD).await?;
+    outcome(tenant, client, Some(&user), ip, "success");
+    Ok(Step::Success {
+        user_id: user.id,
+        login_ticket: ticket,
+        expires_in: TICKET_TTL,
+    })
+}
+
+/// Re-hashes with the tenant's current parameters and pepper; a failure only costs the upgrade.
+async fn upgrade(state: &AppState, tenant: &Tenant, user: &UserRow, password: &str) {
+    let Some(old) = user.password_hash.as_deref() else {
+        return;
+    };
+    match state.passwords.hash(tenant, password).await {
+        Ok(new) => {
+            match store::users::upgrade_hash(&state.db, &tenant.id, &user.id, old, &new.phc, new.pepper_version).await {
+                Ok(true) => {
+                    metrics::counter!("unicred_password_upgrades_total").increment(1);
+                    tracing::info!(user_id = %user.id, "password hash upgraded");
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "password hash upgrade failed"),
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "password hash upgrade skipped"),
+    }
+}
+
+pub fn ticket_hash(ticket: &str) -> String {
+    Sha256::digest(ticket.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn issue_ticket(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    user: &UserRow,
+    amr: &[&str],
+    acr: &str,
+) -> Result<String, AuthnError> {
+    let ticket = crate::crypto::random_token::<32>();
+    let now = store::now();
+    let row = Ticket {
+        tenant_id: tenant.id.clone(),
+        client_id: client.id.clone(),
+        user_id: user.id.clone(),
+        auth_time: now,
+        amr: amr.join(" "),
+        acr: acr.to_string(),
+    };
+    store::tickets::create(&state.db, &ticket_hash(&ticket), &row, now + TICKET_TTL).await?;
+    Ok(ticket)
+}

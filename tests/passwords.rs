@@ -1,0 +1,528 @@
+//! Passwords and the first-party sign-in API: tickets, no enumeration, throttling (also across
+//! two processes on one database), upgrades on login, legacy import, shedding, fairness.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+
+use common::Server;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PW: &str = "violet-harbour-lantern-42";
+
+async fn signin(s: &Server) -> (String, String, String) {
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    s.user(&admin, "bank", "alice", PW).await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    (admin, id, secret)
+}
+
+async fn redeem(s: &Server, id: &str, secret: &str, ticket: &str, scope: &str) -> (u16, Value) {
+    let r = s
+        .http
+        .post(format!("{}/t/bank/token", s.url))
+        .basic_auth(id, Some(secret))
+        .form(&[
+            ("grant_type", "urn:unicred:grant-type:login-ticket"),
+            ("login_ticket", ticket),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn signin_issues_a_one_time_ticket_for_the_same_client() {
+    let s = Server::start().await;
+    let (admin, id, secret) = signin(&s).await;
+    let r = s.authn("bank", &id, &secret, "Alice", PW).await;
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["status"], "SUCCESS");
+    assert_eq!(b["expires_in"], 60);
+    let ticket = b["login_ticket"].as_str().unwrap().to_string();
+
+    // Another client of the same tenant cannot redeem it (and burns it trying).
+    let (id2, secret2) = s.authn_client(&admin, "bank").await;
+    let r2 = s
+        .authn("bank", &id, &secret, "alice", PW)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    let ticket2 = r2["login_ticket"].as_str().unwrap().to_string();
+    assert_eq!(
+        redeem(&s, &id2, &secret2, &ticket2, "openid").await.1["error"],
+        "invalid_grant"
+    );
+    assert_eq!(
+        redeem(&s, &id, &secret, &ticket2, "openid").await.1["error"],
+        "invalid_grant"
+    );
+
+    let (st, tok) = redeem(&s, &id, &secret, &ticket, "openid accounts:read").await;
+    assert_eq!(st, 200, "{tok}");
+    let jwks: Value = s
+        .http
+        .get(format!("{}/t/bank/jwks.json", s.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks).unwrap();
+    let idt = tok["id_token"].as_str().unwrap();
+    let h = jsonwebtoken::decode_header(idt).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(set.find(h.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut v = jsonwebtoken::Validation::new(h.alg);
+    v.set_issuer(&[s.issuer("bank")]);
+    v.set_audience(&[&id]);
+    let claims = jsonwebtoken::decode::<Value>(idt, &key, &v).unwrap().claims;
+    assert_eq!(claims["sub"], b["user_id"]);
+    assert_eq!(claims["amr"], json!(["pwd"]));
+    assert_eq!(claims["acr"], "urn:unicred:acr:pwd");
+    assert!(claims["at_hash"].is_string() && claims["auth_time"].is_i64());
+    let intro = s
+        .introspect("bank", &id, &secret, tok["access_token"].as_str().unwrap())
+        .await;
+    assert_eq!(intro["active"], true);
+    assert_eq!(intro["sub"], b["user_id"]);
+
+    // Single use; admin scopes can never be asked for; an expired ticket is refused.
+    assert_eq!(
+        redeem(&s, &id, &secret, &ticket, "openid").await.1["error"],
+        "invalid_grant"
+    );
+    let t3 = s
+        .authn("bank", &id, &secret, "alice", PW)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["login_ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        redeem(&s, &id, &secret, &t3, "openid tenant-admin").await.1["error"],
+        "invalid_scope"
+    );
+    let t4 = s
+        .authn("bank", &id, &secret, "alice", PW)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["login_ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sqlx::query("update login_tickets set expires_at = 0")
+        .execute(&s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        redeem(&s, &id, &secret, &t4, "openid").await.1["error"],
+        "invalid_grant"
+    );
+
+    // Disabling the user revokes what was issued.
+    let (_, page) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &admin, None)
+        .await;
+    let uid = page["items"][0]["id"].as_str().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    s.admin(
+        Method::PATCH,
+        &format!("/admin/v1/tenants/bank/users/{uid}"),
+        &admin,
+        Some(json!({"status": "disabled"})),
+    )
+    .await;
+    assert_eq!(
+        s.introspect("bank", &id, &secret, tok["access_token"].as_str().unwrap())
+            .await["active"],
+        false
+    );
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 401);
+
+    // A client without authn_api is refused.
+    let (id3, secret3) = s.client(&admin, "bank", json!({"name": "plain"})).await;
+    assert_eq!(s.authn("bank", &id3, &secret3, "alice", PW).await.status(), 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_users_and_wrong_passwords_look_the_same() {
+    let s = Server::start().await;
+    let (_, id, secret) = signin(&s).await;
+    let strip = |r: &reqwest::Response| {
+        let mut h: Vec<(String, String)> = r
+            .headers()
+            .iter()
+            .filter(|(k, _)| !["date", "x-request-id"].contains(&k.as_str()))
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_string()))
+            .collect();
+        h.sort();
+        h
+    };
+    let before = s.state.passwords.verifications.load(Ordering::SeqCst);
+    let a = s.authn("bank", &id, &secret, "alice", "wrong-password-x").await;
+    let b = s.authn("bank", &id, &secret, "mallory", "wrong-password-x").await;
+    let c = s
+        .authn("bank", &id, &secret, "not a valid name!", "wrong-password-x")
+        .await;
+    assert_eq!(
+        s.state.passwords.verifications.load(Ordering::SeqCst) - before,
+        3,
+        "unknown users cost a hash too"
+    );
+    let (ha, hb, hc) = (strip(&a), strip(&b), strip(&c));
+    let (sa, sb, sc) = (a.status(), b.status(), c.status());
+    let (ba, bb, bc) = (
+        a.text().await.unwrap(),
+        b.text().await.unwrap(),
+        c.text().await.unwrap(),
+    );
+    assert_eq!(
+        (sa.as_u16(), &ba),
+        (401, &r#"{"error":"invalid_credentials"}"#.to_string())
+    );
+    assert_eq!((sa, &ba, &ha), (sb, &bb, &hb));
+    assert_eq!((sa, &ba, &ha), (sc, &bc, &hc));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_delays_after_the_threshold_and_resets_on_success() {
+    let s = Server::start().await;
+    let (admin, id, secret) = signin(&s).await;
+    s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &admin,
+        Some(json!({"policy": {"lockout_threshold": 3}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.authn("bank", &id, &secret, "alice", "nope-nope-nope").await.status(),
+            401
+        );
+    }
+    // Within the delay even the right password is refused, without a hash.
+    let before = s.state.passwords.verifications.load(Ordering::SeqCst);
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 401);
+    assert_eq!(s.state.passwords.verifications.load(Ordering::SeqCst), before);
+    // Unknown users are throttled the same way.
+    for _ in 0..4 {
+        s.authn("bank", &id, &secret, "ghost", "nope-nope-nope").await;
+    }
+    let before = s.state.passwords.verifications.load(Ordering::SeqCst);
+    s.authn("bank", &id, &secret, "ghost", "nope-nope-nope").await;
+    assert_eq!(s.state.passwords.verifications.load(Ordering::SeqCst), before);
+    // After the 1 s delay the right password gets through and clears the counter.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 200);
+    let (_, page) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &admin, None)
+        .await;
+    let uid = page["items"][0]["id"].as_str().unwrap();
+    let (_, th) = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/users/{uid}/throttle"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(th["failures"], 0);
+    // Admin lock and unlock.
+    let (st, u) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/lock"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!((st.as_u16(), u["status"].as_str()), (200, Some("locked")));
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 401);
+    let (_, u) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/unlock"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(u["status"], "active");
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_parallel_guesses_evaluate_at_most_the_threshold() {
+    let s = Server::start().await;
+    let (_, id, secret) = signin(&s).await;
+    let before = s.state.passwords.verifications.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let (http, url, id, secret) = (s.http.clone(), s.url.clone(), id.clone(), secret.clone());
+        tasks.push(tokio::spawn(async move {
+            http.post(format!("{url}/t/bank/authn"))
+                .basic_auth(id, Some(secret))
+                .json(&json!({"username": "alice", "password": format!("guess-{i}-xxxxxxxx")}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in tasks {
+        let st = t.await.unwrap();
+        assert!(st == 401 || st == 503, "{st}");
+    }
+    let checks = s.state.passwords.verifications.load(Ordering::SeqCst) - before;
+    assert!(checks <= 5, "{checks} real password checks for 50 parallel guesses");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn throttling_is_shared_by_two_processes_on_one_database() {
+    let a = Server::start().await;
+    let (_, id, secret) = signin(&a).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Server::start_with(common::test_config(&a.db_url, &a.keys_dir, tmp.path()), Some(tmp)).await;
+    for _ in 0..5 {
+        assert_eq!(
+            a.authn("bank", &id, &secret, "alice", "nope-nope-nope").await.status(),
+            401
+        );
+    }
+    let before = b.state.passwords.verifications.load(Ordering::SeqCst);
+    assert_eq!(b.authn("bank", &id, &secret, "alice", PW).await.status(), 401);
+    assert_eq!(
+        b.state.passwords.verifications.load(Ordering::SeqCst),
+        before,
+        "the other process refuses without a hash"
+    );
+    b.stop().await;
+    a.stop().await;
+}
+
+async fn stored_hash(s: &Server) -> (String, Option<i64>) {
+    sqlx::query_as("select password_hash, pepper_version from users where username = 'alice'")
+        .fetch_one(&s.state.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn pepper_rotation_and_parameter_upgrade_on_login() {
+    let s = Server::start().await;
+    let (admin, id, secret) = signin(&s).await;
+    let (h1, v1) = stored_hash(&s).await;
+    assert_eq!(v1, Some(1));
+    assert!(h1.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
+    let v = s
+        .state
+        .keyring
+        .rotate(&s.state.db, unicred::crypto::keyring::Kind::Pepper)
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    assert_eq!(
+        s.authn("bank", &id, &secret, "alice", PW).await.status(),
+        200,
+        "old pepper still verifies"
+    );
+    let (h2, v2) = stored_hash(&s).await;
+    assert_eq!(v2, Some(2), "upgraded to the new pepper");
+    assert_ne!(h1, h2);
+    let (st, b) = s
+        .admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &admin,
+            Some(json!({"policy": {"argon2": {"m_kib": 24576, "t": 2, "p": 1}}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 200);
+    let (h3, _) = stored_hash(&s).await;
+    assert!(h3.starts_with("$argon2id$v=19$m=24576,t=2,p=1$"), "{h3}");
+    assert_eq!(s.authn("bank", &id, &secret, "alice", PW).await.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn legacy_import_logs_in_and_upgrades_every_format() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    let fixtures: Vec<Value> = serde_json::from_str(include_str!("fixtures/legacy_hashes.json")).unwrap();
+    let users: Vec<Value> = fixtures
+        .iter()
+        .enumerate()
+        .map(|(i, f)| json!({"username": format!("user{i}"), "password_hash": f["hash"]}))
+        .collect();
+    let (st, results) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            &admin,
+            Some(json!({"users": users})),
+        )
+        .await;
+    assert_eq!(st, 200, "{results}");
+    let results = results.as_array().unwrap();
+    assert_eq!(results.len(), fixtures.len());
+    for (i, (f, r)) in fixtures.iter().zip(results).enumerate() {
+        let expect_ok = f["expect"] == "ok";
+        assert_eq!(
+            r["status"] == "created",
+            expect_ok,
+            "fixture {i} ({}): {r}",
+            f["scheme"]
+        );
+        if !expect_ok {
+            assert!(r["error"].as_str().unwrap().starts_with("password_hash"), "{r}");
+            continue;
+        }
+        let name = format!("user{i}");
+        let pw = f["password"].as_str().unwrap();
+        assert_eq!(
+            s.authn("bank", &id, &secret, &name, "definitely-wrong-pw")
+                .await
+                .status(),
+            401
+        );
+        let r = s.authn("bank", &id, &secret, &name, pw).await;
+        assert_eq!(r.status(), 200, "fixture {i} ({}) should log in", f["scheme"]);
+        let (hash, v): (String, Option<i64>) =
+            sqlx::query_as("select password_hash, pepper_version from users where username = $1")
+                .bind(&name)
+                .fetch_one(&s.state.db.pool)
+                .await
+                .unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456") && v == Some(1),
+            "fixture {i} upgraded: {hash}"
+        );
+        assert_eq!(s.authn("bank", &id, &secret, &name, pw).await.status(), 200);
+    }
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            &admin,
+            Some(json!({"users": [{"username": "user0", "password_hash": "$2b$04$x"}]})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(b[0]["status"], "error");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_sheds_with_503_and_other_tenants_keep_their_share() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = common::fresh_database(tmp.path()).await;
+    let mut cfg = common::test_config(&db, &tmp.path().join("keys"), tmp.path());
+    cfg.hash_workers = 1;
+    cfg.hash_queue = 8; // a tenant's share: 2
+    let s = Server::start_with(cfg, Some(tmp)).await;
+    let admin = s.admin_token().await;
+    for t in ["flood", "quiet"] {
+        s.tenant(&admin, t).await;
+        s.user(&admin, t, "alice", PW).await;
+    }
+    let (fid, fsec) = s.authn_client(&admin, "flood").await;
+    let (qid, qsec) = s.authn_client(&admin, "quiet").await;
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        let (http, url, id, sec) = (s.http.clone(), s.url.clone(), fid.clone(), fsec.clone());
+        flood.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{url}/t/flood/authn"))
+                .basic_auth(id, Some(sec))
+                .json(&json!({"username": format!("u{i}"), "password": "wrong-password-here"}))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.headers().get("retry-after").is_some())
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    for _ in 0..3 {
+        assert_eq!(
+            s.authn("quiet", &qid, &qsec, "alice", PW).await.status(),
+            200,
+            "the quiet tenant is not starved"
+        );
+    }
+    let mut shed = 0;
+    for f in flood {
+        let (st, retry) = f.await.unwrap();
+        if st == 503 {
+            assert!(retry, "503 carries Retry-After");
+            shed += 1;
+        } else {
+            assert_eq!(st, 401);
+        }
+    }
+    assert!(shed > 0, "the flooding tenant is shed");
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("unicred_hash_shed_total"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn per_ip_rate_limit_answers_429() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = common::fresh_database(tmp.path()).await;
+    let mut cfg = common::test_config(&db, &tmp.path().join("keys"), tmp.path());
+    cfg.ip_rate_per_second = 1;
+    cfg.ip_rate_burst = 3;
+    let s = Server::start_with(cfg, Some(tmp)).await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let r = s
+            .http
+            .post(format!("{}/t/system/token", s.url))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            assert!(r.headers().contains_key("retry-after"));
+        }
+        statuses.push(r.status().as_u16());
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Discovery is not a credential endpoint.
+    let r = s
+        .http
+        .get(format!("{}/t/system/jwks.json", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), 429);
+    s.stop().await;
+}
