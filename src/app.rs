@@ -20,6 +20,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub keyring: Arc<Keyring>,
+    pub audit: Arc<crate::audit::Audit>,
     pub keys: Arc<KeyService>,
     pub tenants: Arc<Tenants>,
     pub clients: Arc<Clients>,
@@ -29,6 +30,8 @@ pub struct AppState {
     pub verified: Arc<crate::tokens::access::VerifiedCache>,
     /// User status and `tokens_valid_after`, at most one second old.
     pub user_standing: Arc<crate::cache::TtlCache<String, (String, i64)>>,
+    /// Web origins registered by a tenant's clients (CORS), at most one second old.
+    pub origins: Arc<crate::cache::TtlCache<String, Arc<Vec<String>>>>,
     pub metrics: PrometheusHandle,
 }
 
@@ -54,6 +57,7 @@ impl AppState {
         };
         Ok(AppState {
             keys: Arc::new(KeyService::new(db.clone(), keyring.clone(), pool.clone())),
+            audit: crate::audit::Audit::start(db.clone(), keyring.clone()),
             tenants: Arc::new(Tenants::new(db.clone())),
             clients: Arc::new(Clients::new(db.clone())),
             passwords: Arc::new(Passwords::new(pool, keyring.clone(), default, config.argon2_max_m_kib)),
@@ -61,6 +65,7 @@ impl AppState {
             revocations: Arc::new(crate::tokens::revocations::Revocations::new(db.clone())),
             verified: Arc::new(crate::tokens::access::verified_cache()),
             user_standing: Arc::new(crate::cache::TtlCache::new(std::time::Duration::from_secs(1), 100_000)),
+            origins: Arc::new(crate::cache::TtlCache::new(std::time::Duration::from_secs(1), 10_000)),
             metrics: crate::http::metrics::handle(),
             config: Arc::new(config),
             db,
@@ -91,6 +96,9 @@ async fn maintenance(state: AppState) {
         tick.tick().await;
         if let Err(e) = crate::store::revocations::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired revocations failed");
+        }
+        if let Err(e) = crate::store::sessions::purge_expired(&state.db).await {
+            tracing::warn!(error = %e, "purging expired sessions failed");
         }
         if let Err(e) = crate::store::tickets::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired login tickets failed");

@@ -78,25 +78,39 @@ fn outcome(tenant: &Tenant, client: &Client, user: Option<&UserRow>, ip: IpAddr,
     );
 }
 
-/// The password step.
-pub async fn password(
+/// A correct password for an active user. The account's throttle is not reset yet: that
+/// happens only after every required factor.
+pub struct PasswordOk {
+    pub user: UserRow,
+    pub throttle_key: String,
+}
+
+/// The password step, shared by the sign-in API and the login pages. `device` maps the
+/// throttling key to a device id when the browser proves an earlier full sign-in for that
+/// account: such a device has its own counter, so strangers' failures do not delay it.
+pub async fn check_password(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     username: &str,
     password: &str,
     ip: IpAddr,
-) -> Result<Step, AuthnError> {
+    device: impl Fn(&str) -> Option<String>,
+) -> Result<PasswordOk, AuthnError> {
     if password.is_empty() || password.len() > crate::password::MAX_PASSWORD_BYTES || username.len() > 1024 {
         outcome(tenant, client, None, ip, "malformed");
         return Err(AuthnError::InvalidCredentials);
     }
     let (normalized, key) = throttle_key(username);
+    let counter = match device(&key) {
+        Some(d) => format!("device:{d}:{key}"),
+        None => key.clone(),
+    };
     let rules = throttle::Rules {
         threshold: tenant.policy.lockout_threshold(),
         max_delay: tenant.policy.lockout_max_delay(),
     };
-    if let throttle::Reservation::Throttled { .. } = throttle::reserve(&state.db, &tenant.id, &key, &rules).await? {
+    if let throttle::Reservation::Throttled { .. } = throttle::reserve(&state.db, &tenant.id, &counter, &rules).await? {
         metrics::counter!("unicred_signin_throttled_total").increment(1);
         outcome(tenant, client, None, ip, "throttled");
         return Err(AuthnError::InvalidCredentials);
@@ -116,16 +130,42 @@ pub async fn password(
     if checked.upgrade {
         upgrade(state, tenant, &user, password).await;
     }
-    if tenant.policy.mfa == Some(MfaPolicy::Required) {
-        outcome(tenant, client, Some(&user), ip, "mfa_enroll_required");
+    outcome(tenant, client, Some(&user), ip, "password_ok");
+    Ok(PasswordOk {
+        user,
+        throttle_key: counter,
+    })
+}
+
+/// Whether the tenant requires a factor this user cannot yet give (no ticket, code or session
+/// may be issued then).
+pub fn mfa_blocks(tenant: &Tenant) -> bool {
+    tenant.policy.mfa == Some(MfaPolicy::Required)
+}
+
+/// Full authentication reached: the account's counters start clean.
+pub async fn fully_authenticated(state: &AppState, tenant: &Tenant, ok: &PasswordOk) -> Result<(), AuthnError> {
+    throttle::reset(&state.db, &tenant.id, &ok.throttle_key).await?;
+    Ok(())
+}
+
+/// The sign-in API's password step: a login ticket once every required factor is in.
+pub async fn password(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    username: &str,
+    password: &str,
+    ip: IpAddr,
+) -> Result<Step, AuthnError> {
+    let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
+    if mfa_blocks(tenant) {
         return Ok(Step::MfaEnrollRequired);
     }
-    // Full authentication: the account's counters start clean.
-    throttle::reset(&state.db, &tenant.id, &key).await?;
-    let ticket = issue_ticket(state, tenant, client, &user, &["pwd"], ACR_PWD).await?;
-    outcome(tenant, client, Some(&user), ip, "success");
+    fully_authenticated(state, tenant, &ok).await?;
+    let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd"], ACR_PWD).await?;
     Ok(Step::Success {
-        user_id: user.id,
+        user_id: ok.user.id,
         login_ticket: ticket,
         expires_in: TICKET_TTL,
     })

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod authn;
 pub mod cache;
 pub mod cli;

@@ -1,6 +1,7 @@
 //! The management API under `/admin/v1`: a thin layer that checks the caller's privilege,
 //! calls the capability and renders problem+json.
 
+pub mod audit;
 pub mod auth;
 pub mod clients;
 pub mod keys;

@@ -58,6 +58,7 @@ impl Kind {
 pub enum Purpose {
     SigningKey,
     TotpSeed,
+    AuditKey,
 }
 
 impl Purpose {
@@ -65,6 +66,7 @@ impl Purpose {
         match self {
             Purpose::SigningKey => "signing-key",
             Purpose::TotpSeed => "totp-seed",
+            Purpose::AuditKey => "audit-key",
         }
     }
 }

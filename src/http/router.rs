@@ -86,12 +86,21 @@ pub fn openapi_json() -> String {
 pub fn router(state: AppState) -> Router {
     let (admin, openapi) = admin_api(state.config.import_max_body_bytes);
     let openapi = openapi.to_pretty_json().expect("OpenAPI document serializes");
-    // Credential endpoints sit behind the per-client-IP token bucket.
-    let credentials = Router::new()
+    // Credential endpoints sit behind the per-client-IP token bucket; /token, /revoke and
+    // /userinfo answer the web origins the tenant's clients registered.
+    let cross_origin = Router::new()
         .route("/token", post(oidc::token::token))
-        .route("/introspect", post(oidc::introspect::introspect))
         .route("/revoke", post(oidc::revoke::revoke))
+        .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip))
+        .route(
+            "/userinfo",
+            get(oidc::userinfo::userinfo).post(oidc::userinfo::userinfo),
+        )
+        .layer(middleware::from_fn_with_state(state.clone(), oidc::cors::cors));
+    let credentials = Router::new()
+        .route("/introspect", post(oidc::introspect::introspect))
         .route("/authn", post(oidc::authn::authn))
+        .route("/login", get(oidc::login::show).post(oidc::login::submit))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(
@@ -99,6 +108,13 @@ pub fn router(state: AppState) -> Router {
             get(oidc::discovery::openid_configuration),
         )
         .route("/jwks.json", get(oidc::discovery::jwks))
+        .route("/authorize", get(oidc::authorize::get).post(oidc::authorize::post))
+        .route(
+            "/consent",
+            get(oidc::login::consent_show).post(oidc::login::consent_submit),
+        )
+        .route("/logout", get(oidc::logout::get).post(oidc::logout::post))
+        .merge(cross_origin)
         .merge(credentials);
 
     let request_id = HeaderName::from_static("x-request-id");
@@ -110,6 +126,7 @@ pub fn router(state: AppState) -> Router {
             "/admin/v1/openapi.json",
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi) }),
         )
+        .route("/assets/unicred.css", get(oidc::pages::stylesheet))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET};
+use crate::clients::{GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_LOGIN_TICKET, GRANT_REFRESH};
 use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::tokens::Alg;
@@ -21,18 +21,31 @@ pub async fn openid_configuration(
     let algs: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
     let doc = serde_json::json!({
         "issuer": iss,
+        "authorization_endpoint": format!("{iss}/authorize"),
         "token_endpoint": format!("{iss}/token"),
+        "userinfo_endpoint": format!("{iss}/userinfo"),
         "jwks_uri": format!("{iss}/jwks.json"),
         "introspection_endpoint": format!("{iss}/introspect"),
         "revocation_endpoint": format!("{iss}/revoke"),
-        "grant_types_supported": [GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET],
-        "token_endpoint_auth_methods_supported": auth_methods,
+        "end_session_endpoint": format!("{iss}/logout"),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": [GRANT_CODE, GRANT_REFRESH, GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "introspection_endpoint_auth_methods_supported": auth_methods,
-        "revocation_endpoint_auth_methods_supported": auth_methods,
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
         "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_signing_alg_values_supported": algs,
-        "scopes_supported": tenant_scopes(),
         "subject_types_supported": ["public"],
+        "scopes_supported": tenant_scopes(),
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "at_hash",
+            "preferred_username", "name", "email", "email_verified", "updated_at"],
+        "acr_values_supported": [crate::authn::ACR_PWD, crate::authn::ACR_MFA],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
+        "authorization_response_iss_parameter_supported": true,
     });
     Ok(cacheable(axum::Json(doc).into_response(), 300))
 }

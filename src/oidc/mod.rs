@@ -1,12 +1,21 @@
 //! The per-tenant protocol endpoints under `{public_url}/t/{tenant}`.
 
 pub mod authn;
+pub mod authorize;
 pub mod client_auth;
+pub mod code_grant;
+pub mod cors;
 pub mod discovery;
 pub mod form;
 pub mod introspect;
+pub mod login;
+pub mod logout;
+pub mod pages;
 pub mod revoke;
+pub mod session;
 pub mod token;
+pub mod user_tokens;
+pub mod userinfo;
 
 use std::sync::Arc;
 

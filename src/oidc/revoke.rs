@@ -10,8 +10,9 @@ use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::tokens::access;
 
-use super::client_auth;
 use super::form::Form;
+use super::{client_auth, user_tokens};
+use crate::store;
 
 pub async fn revoke(
     State(state): State<AppState>,
@@ -23,6 +24,17 @@ pub async fn revoke(
     let form = Form::parse(&headers, &body)?;
     let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
     let token = form.require("token")?;
+    // Refresh tokens are opaque; access tokens are JWTs.
+    if token.len() <= 128
+        && let Some((family, tenant_id, client_id)) =
+            store::refresh::family_of(&state.db, &user_tokens::hash(token)).await?
+    {
+        if tenant_id == tenant.id && client_id == client.id {
+            store::refresh::revoke_family(&state.db.pool, &family).await?;
+            metrics::counter!("unicred_tokens_revoked_total").increment(1);
+        }
+        return Ok(StatusCode::OK);
+    }
     if let Ok((t, claims)) = access::validate(&state, token, None).await
         && t.id == tenant.id
         && claims.client_id == client.id

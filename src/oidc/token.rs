@@ -7,19 +7,22 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::app::AppState;
-use crate::clients::{self, Client, GRANT_CLIENT_CREDENTIALS, GRANT_LOGIN_TICKET, SCOPE_ADMIN, SCOPE_TENANT_ADMIN};
+use crate::clients::{
+    self, Client, GRANT_CLIENT_CREDENTIALS, GRANT_CODE, GRANT_LOGIN_TICKET, GRANT_REFRESH, SCOPE_ADMIN,
+    SCOPE_TENANT_ADMIN,
+};
 use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::store;
 use crate::tenants::Tenant;
 use crate::tokens::access::{self, AccessClaims};
-use crate::tokens::id_token::{self, IdClaims};
-use crate::tokens::jwt;
 
-use super::client_auth;
 use super::form::Form;
+use super::{client_auth, user_tokens};
 
 enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
     ClientCredentials,
     LoginTicket,
 }
@@ -27,15 +30,14 @@ enum GrantType {
 impl GrantType {
     fn parse(s: &str) -> Option<GrantType> {
         match s {
+            GRANT_CODE => Some(GrantType::AuthorizationCode),
+            GRANT_REFRESH => Some(GrantType::RefreshToken),
             GRANT_CLIENT_CREDENTIALS => Some(GrantType::ClientCredentials),
             GRANT_LOGIN_TICKET => Some(GrantType::LoginTicket),
             _ => None,
         }
     }
 }
-
-/// Scopes a user token may carry besides the client's own (never the admin scopes).
-const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "account"];
 
 #[derive(Serialize)]
 pub struct TokenResponse {
@@ -46,6 +48,8 @@ pub struct TokenResponse {
     pub scope: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 impl IntoResponse for TokenResponse {
@@ -73,6 +77,8 @@ pub async fn token(
     match grant {
         GrantType::ClientCredentials => client_credentials(&state, &tenant, &client, &form).await,
         GrantType::LoginTicket => login_ticket(&state, &tenant, &client, &form).await,
+        GrantType::AuthorizationCode => super::code_grant::authorization_code(&state, &tenant, &client, &form).await,
+        GrantType::RefreshToken => super::code_grant::refresh_token(&state, &tenant, &client, &form).await,
     }
 }
 
@@ -131,6 +137,7 @@ async fn client_credentials(
         expires_in: ttl,
         scope: claims.scope,
         id_token: None,
+        refresh_token: None,
     })
 }
 
@@ -160,81 +167,28 @@ async fn login_ticket(
         .await?
         .filter(|u| u.status == "active" && u.tokens_valid_after <= t.auth_time)
         .ok_or_else(|| OAuthError::invalid_grant("the user can no longer sign in"))?;
-    let scopes = user_scopes(client, form.get("scope"))?;
-    let now = store::now();
-    let ttl = tenant.policy.access_token_ttl();
-    let claims = AccessClaims {
-        iss: state.config.issuer(&tenant.slug),
-        sub: user.id.clone(),
-        aud: client.id.clone(),
-        client_id: client.id.clone(),
-        exp: now + ttl,
-        iat: now,
-        jti: crate::crypto::random_token::<16>(),
-        scope: scopes.join(" "),
-        auth_time: Some(t.auth_time),
-        acr: Some(t.acr.clone()),
+    let scopes = user_tokens::user_scopes(client, form.get("scope").unwrap_or("openid"))?;
+    let authn = user_tokens::Authentication {
+        auth_time: t.auth_time,
+        acr: t.acr,
+        amr: t.amr,
     };
-    let access_token = access::issue(state, tenant, &claims)
-        .await
-        .map_err(|e| OAuthError::server_error(&e))?;
-    let id_token = if scopes.contains(&"openid") {
-        let alg = client.id_token_alg.unwrap_or(tenant.policy.signing_alg());
-        let keys = state
-            .keys
-            .for_tenant(&tenant.id)
-            .await
-            .map_err(|e| OAuthError::server_error(&e))?;
-        let signer = keys
-            .signers
-            .get(&alg)
-            .ok_or_else(|| OAuthError::server_error(&"no signing key"))?;
-        let id = IdClaims {
-            iss: claims.iss.clone(),
-            sub: user.id.clone(),
-            aud: client.id.clone(),
-            azp: client.id.clone(),
-            exp: now + ttl,
-            iat: now,
-            auth_time: t.auth_time,
-            acr: t.acr.clone(),
-            amr: t.amr.split(' ').map(String::from).collect(),
+    let issued = user_tokens::issue(
+        state,
+        tenant,
+        client,
+        &user,
+        user_tokens::Grant {
+            scopes,
+            authn,
             nonce: None,
-            at_hash: id_token::at_hash(alg, &access_token),
-        };
-        Some(jwt::sign(signer, "JWT", &id))
-    } else {
-        None
-    };
+        },
+        user_tokens::Refresh::None,
+        None,
+    )
+    .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "login_ticket").increment(1);
-    Ok(TokenResponse {
-        access_token,
-        token_type: "Bearer",
-        expires_in: ttl,
-        scope: claims.scope,
-        id_token,
-    })
-}
-
-/// A user token's scopes: the requested ones (default `openid`), each a user scope or one of
-/// the client's non-admin scopes.
-fn user_scopes<'a>(client: &'a Client, requested: Option<&'a str>) -> Result<Vec<&'a str>, OAuthError> {
-    let requested = requested.unwrap_or("openid");
-    if requested.len() > 2048 {
-        return Err(OAuthError::invalid_scope("scope is too long"));
-    }
-    let mut out: Vec<&str> = Vec::new();
-    for s in requested.split(' ').filter(|s| !s.is_empty()) {
-        let admin = s == SCOPE_ADMIN || s == SCOPE_TENANT_ADMIN;
-        let allowed = USER_SCOPES.contains(&s) || client.scopes.iter().any(|c| c == s);
-        if admin || !allowed {
-            return Err(OAuthError::invalid_scope("a requested scope is not allowed"));
-        }
-        if !out.contains(&s) {
-            out.push(s);
-        }
-    }
-    Ok(out)
+    Ok(issued.response)
 }
 
 /// The requested scopes, each of which the client must hold; none requested means all of

@@ -2,9 +2,14 @@
 //! backends accept the same lower-case SQL with `$n` placeholders, text ids, integer times
 //! and 0/1 flags, so the suite that runs on both really exercises the same code.
 
+pub mod audit;
 pub mod clients;
+pub mod codes;
+pub mod consents;
 pub mod keys;
+pub mod refresh;
 pub mod revocations;
+pub mod sessions;
 pub mod tenants;
 pub mod throttle;
 pub mod tickets;

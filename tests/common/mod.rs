@@ -69,7 +69,10 @@ impl Server {
     pub async fn start_with(mut config: Config, tmp: Option<tempfile::TempDir>) -> Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        config.public_url = format!("http://localhost:{port}").parse().unwrap();
+        // Keep a public URL the caller chose (replicas share one); else name this port.
+        if config.public_url.as_str() == "http://localhost:8080/" {
+            config.public_url = format!("http://localhost:{port}").parse().unwrap();
+        }
         let db_url = config.database_url();
         let keys_dir = config.keys_dir.clone();
         let state = AppState::build(config).await.expect("server state");

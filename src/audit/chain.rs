@@ -1,0 +1,296 @@
+//! The hash chain: what is hashed, and verification.
+//!
+//! `hash(n) = SHA-256(hash(n-1) ‖ JCS(content(n)))`, hex, where JCS is the RFC 8785 canonical
+//! JSON of the event's hashed fields (`v`, `tenant_id`, `seq`, `at`, `kind`, `actor`,
+//! `user_id`, `client_id`, `ip_commit`, `data`; absent optional fields are left out) and
+//! `hash(0)` is [`GENESIS`], 32 zero bytes. The client IP is personal data, so the chain holds
+//! only `ip_commit = SHA-256("unicred-audit-ip\0" ‖ salt ‖ ip)`; the IP and its salt sit in
+//! erasable columns beside it and, while present, must match the commitment.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::AuditError;
+use super::checkpoint::{self, CheckpointClaims};
+use crate::store::audit::{self as sa, EventRow, Filter};
+use crate::store::{Db, StoreError};
+
+/// `hash(0)`: 32 zero bytes, hex.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Rows read per page while verifying or exporting.
+pub(crate) const PAGE: i64 = 1000;
+
+#[derive(Serialize)]
+struct Content<'a> {
+    v: u8,
+    tenant_id: &'a str,
+    seq: i64,
+    at: i64,
+    kind: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    actor: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ip_commit: Option<&'a str>,
+    data: &'a serde_json::Value,
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+pub(crate) fn ip_commit(salt: &str, ip: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"unicred-audit-ip\0");
+    h.update(salt.as_bytes());
+    h.update(b"\0");
+    h.update(ip.as_bytes());
+    hex(&h.finalize())
+}
+
+/// The chain hash of `row` after `prev` (hex), from the row's hashed fields and parsed data.
+pub(crate) fn hash_of(prev: &str, row: &EventRow, data: &serde_json::Value) -> Option<String> {
+    let prev = unhex32(prev)?;
+    let content = Content {
+        v: 1,
+        tenant_id: &row.tenant_id,
+        seq: row.seq,
+        at: row.at,
+        kind: &row.kind,
+        actor: row.actor.as_deref(),
+        user_id: row.user_id.as_deref(),
+        client_id: row.client_id.as_deref(),
+        ip_commit: row.ip_commit.as_deref(),
+        data,
+    };
+    let canonical = serde_json_canonicalizer::to_vec(&content).ok()?;
+    let mut h = Sha256::new();
+    h.update(prev);
+    h.update(&canonical);
+    Some(hex(&h.finalize()))
+}
+
+/// The outcome of verifying one tenant's chain: `{"ok":true,"events","seq","head"}` or
+/// `{"ok":false,"broken_at","reason"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Verification {
+    pub ok: bool,
+    /// Events verified (after pruning: since the base checkpoint).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<i64>,
+    /// Sequence number of the head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
+    /// Hash of the head (hex).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    /// The first sequence number that does not verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broken_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Verification {
+    fn ok(events: i64, seq: i64, head: String) -> Self {
+        Verification {
+            ok: true,
+            events: Some(events),
+            seq: Some(seq),
+            head: Some(head),
+            broken_at: None,
+            reason: None,
+        }
+    }
+    fn broken(at: i64, reason: impl Into<String>) -> Self {
+        Verification {
+            ok: false,
+            events: None,
+            seq: None,
+            head: None,
+            broken_at: Some(at),
+            reason: Some(reason.into()),
+        }
+    }
+}
+
+/// Verifies `tenant_id`'s chain from its base (genesis, or the signed checkpoint it was pruned
+/// to) to the head recorded in `audit_heads`, reading pages of [`PAGE`] rows. Detects changed,
+/// deleted, inserted and reordered rows, and checks every stored checkpoint's signature against
+/// the tenant's audit keys and its hash against the chain.
+pub async fn verify(db: &Db, tenant_id: &str) -> Result<Verification, AuditError> {
+    let Some(head) = sa::head(&db.pool, tenant_id).await? else {
+        // No head: there must be no events either.
+        let first = sa::events(
+            db,
+            tenant_id,
+            &Filter {
+                after: i64::MIN,
+                limit: 1,
+                ..Filter::default()
+            },
+        )
+        .await?;
+        return Ok(match first.first() {
+            Some(r) => Verification::broken(r.seq, "events without a chain head"),
+            None => Verification::ok(0, 0, GENESIS.into()),
+        });
+    };
+    verify_range(db, tenant_id, head.base_seq, &head.base_hash, head.seq, &head.hash).await
+}
+
+/// Verifies the chain from `(from_seq, from_hash)` (genesis or a checkpoint) to `(to_seq, to_hash)`.
+pub(crate) async fn verify_range(
+    db: &Db,
+    tenant_id: &str,
+    from_seq: i64,
+    from_hash: &str,
+    to_seq: i64,
+    to_hash: &str,
+) -> Result<Verification, AuditError> {
+    let jwks = checkpoint::public_keys(db, tenant_id).await?;
+    let mut cps = Vec::new();
+    for c in sa::checkpoints(db, tenant_id, from_seq, to_seq).await? {
+        match checkpoint::verify_with(&jwks, &c.jws) {
+            Ok(CheckpointClaims {
+                tenant_id: t,
+                seq,
+                hash,
+                ..
+            }) if t == tenant_id && seq == c.seq && hash == c.hash => cps.push((seq, hash)),
+            _ => {
+                return Ok(Verification::broken(
+                    c.seq.max(1),
+                    "checkpoint signature does not verify",
+                ));
+            }
+        }
+    }
+    if from_seq > 0 && !cps.iter().any(|(s, h)| *s == from_seq && h == from_hash) {
+        return Ok(Verification::broken(
+            from_seq + 1,
+            "the chain's base is not a signed checkpoint",
+        ));
+    }
+    if from_seq == 0 && from_hash != GENESIS {
+        return Ok(Verification::broken(1, "the chain does not start at genesis"));
+    }
+    let mut cps = cps.into_iter().filter(|(s, _)| *s > from_seq).peekable();
+    let mut prev = from_hash.to_string();
+    let mut expected = from_seq + 1;
+    'pages: while expected <= to_seq {
+        let rows = sa::events(
+            db,
+            tenant_id,
+            &Filter {
+                after: expected - 1,
+                to: Some(to_seq),
+                limit: PAGE,
+                ..Filter::default()
+            },
+        )
+        .await?;
+        if rows.is_empty() {
+            break 'pages;
+        }
+        for row in &rows {
+            if row.seq != expected {
+                return Ok(Verification::broken(expected, "event missing"));
+            }
+            let Ok(data) = serde_json::from_str::<serde_json::Value>(&row.data) else {
+                return Ok(Verification::broken(row.seq, "event data is not JSON"));
+            };
+            if hash_of(&prev, row, &data).as_deref() != Some(row.hash.as_str()) {
+                return Ok(Verification::broken(row.seq, "hash mismatch"));
+            }
+            if let (Some(ip), Some(salt)) = (&row.ip, &row.ip_salt)
+                && row.ip_commit.as_deref() != Some(ip_commit(salt, ip).as_str())
+            {
+                return Ok(Verification::broken(row.seq, "ip does not match its commitment"));
+            }
+            while let Some((s, h)) = cps.next_if(|(s, _)| *s <= row.seq) {
+                if s != row.seq || h != row.hash {
+                    return Ok(Verification::broken(s, "checkpoint does not match the chain"));
+                }
+            }
+            prev.clone_from(&row.hash);
+            expected += 1;
+        }
+    }
+    if expected <= to_seq {
+        return Ok(Verification::broken(expected, "event missing"));
+    }
+    if prev != to_hash {
+        return Ok(Verification::broken(to_seq.max(1), "head does not match the chain"));
+    }
+    Ok(Verification::ok(to_seq - from_seq, to_seq, prev))
+}
+
+/// One line of the offline report.
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantVerification {
+    pub tenant_id: String,
+    pub slug: Option<String>,
+    #[serde(flatten)]
+    pub result: Verification,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub tenants: Vec<TenantVerification>,
+}
+
+impl VerifyReport {
+    /// The first broken chain, if any.
+    pub fn first_broken(&self) -> Option<&TenantVerification> {
+        self.tenants.iter().find(|t| !t.result.ok)
+    }
+}
+
+/// `unicred audit verify [--tenant SLUG]`: verifies one tenant's chain (deleted tenants
+/// included) or every chain in the database. Needs only the database: checkpoint signatures
+/// are checked with the public keys.
+pub async fn verify_all(db: &Db, tenant: Option<&str>) -> Result<VerifyReport, AuditError> {
+    let chains = match tenant {
+        Some(slug) => {
+            let id = sa::tenant_by_slug(db, slug)
+                .await?
+                .ok_or(AuditError::Store(StoreError::NotFound))?;
+            vec![(id, Some(slug.to_string()))]
+        }
+        None => sa::chains(db).await?,
+    };
+    let mut tenants = Vec::with_capacity(chains.len());
+    for (tenant_id, slug) in chains {
+        let result = verify(db, &tenant_id).await?;
+        tenants.push(TenantVerification {
+            tenant_id,
+            slug,
+            result,
+        });
+    }
+    Ok(VerifyReport {
+        ok: tenants.iter().all(|t| t.result.ok),
+        tenants,
+    })
+}

@@ -1,0 +1,295 @@
+//! The login and consent pages. Forms carry a CSRF token bound to the login transaction; the
+//! same state machine, throttling and hashing pool as `/authn` check the password.
+
+use axum::Extension;
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use crate::app::AppState;
+use crate::authn::{self, ACR_PWD, AuthnError};
+use crate::clients::Client;
+use crate::http::extract::Path;
+use crate::http::ratelimit::ClientIp;
+use crate::store;
+use crate::tenants::Tenant;
+
+use super::authorize::{AuthRequest, after_login, error_redirect, internal, issue_code};
+use super::pages::{error_page, page};
+use super::session;
+use super::user_tokens::hash;
+
+#[derive(Deserialize)]
+pub struct TxQuery {
+    tx: Option<String>,
+}
+
+struct Tx {
+    id: String,
+    csrf: String,
+    client: std::sync::Arc<Client>,
+    req: AuthRequest,
+}
+
+async fn load_tx(state: &AppState, tenant: &Tenant, tx: Option<&str>) -> Result<Tx, Response> {
+    let expired = || {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            &tenant.name,
+            "This sign-in has expired. Please go back to the application and start again.",
+        )
+    };
+    let Some(id) = tx.filter(|t| t.len() <= 64) else {
+        return Err(expired());
+    };
+    let row = match store::sessions::transaction(&state.db, &tenant.id, &hash(id)).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(expired()),
+        Err(e) => return Err(internal(tenant, &e)),
+    };
+    let req: AuthRequest = serde_json::from_str(&row.params).map_err(|e| internal(tenant, &e))?;
+    let client = match state.clients.get(&row.client_id).await {
+        Ok(Some(c)) if c.tenant_id == tenant.id => c,
+        _ => return Err(expired()),
+    };
+    Ok(Tx {
+        id: id.to_string(),
+        csrf: row.csrf,
+        client,
+        req,
+    })
+}
+
+fn login_page(
+    state: &AppState,
+    tenant: &Tenant,
+    tx: &Tx,
+    status: StatusCode,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
+    let ctx = minijinja::context! {
+        tenant_name => &tenant.name,
+        client_name => &tx.client.name,
+        action => format!("{}/login", state.config.issuer(&tenant.slug)),
+        tx => &tx.id,
+        csrf => &tx.csrf,
+        username => username,
+        error => error,
+    };
+    page(status, "login.html", ctx, Some(&tx.req.redirect_uri))
+}
+
+async fn tenant_or_page(state: &AppState, slug: &str) -> Result<std::sync::Arc<Tenant>, Response> {
+    match state.tenants.by_slug(slug).await {
+        Ok(Some(t)) => Ok(t),
+        _ => Err(error_page(StatusCode::NOT_FOUND, "unicred", "Unknown organisation.")),
+    }
+}
+
+pub async fn show(State(state): State<AppState>, Path(slug): Path<String>, Query(q): Query<TxQuery>) -> Response {
+    let tenant = match tenant_or_page(&state, &slug).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match load_tx(&state, &tenant, q.tx.as_deref()).await {
+        Ok(tx) => {
+            let hint = tx.req.login_hint.clone().unwrap_or_default();
+            login_page(&state, &tenant, &tx, StatusCode::OK, &hint, None)
+        }
+        Err(r) => r,
+    }
+}
+
+fn form(body: &Bytes) -> Vec<(String, String)> {
+    form_urlencoded::parse(body)
+        .take(16)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn field<'a>(f: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
+fn csrf_ok(tx: &Tx, presented: Option<&str>) -> bool {
+    presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(tx.csrf.as_bytes())))
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant_or_page(&state, &slug).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let f = form(&body);
+    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
+        Ok(tx) => tx,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&tx, field(&f, "csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "The form has expired. Please try again.",
+        );
+    }
+    let username = field(&f, "username").unwrap_or_default();
+    let password = zeroize::Zeroizing::new(field(&f, "password").unwrap_or_default().to_string());
+    let device = |key: &str| session::device_for(&state, &tenant, &headers, key);
+    let ok = match authn::check_password(&state, &tenant, &tx.client, username, &password, ip, device).await {
+        Ok(ok) => ok,
+        Err(AuthnError::InvalidCredentials) => {
+            let shown: String = username.chars().take(256).collect();
+            return login_page(
+                &state,
+                &tenant,
+                &tx,
+                StatusCode::UNAUTHORIZED,
+                &shown,
+                Some("The username or password is incorrect."),
+            );
+        }
+        Err(AuthnError::Busy) => {
+            return login_page(
+                &state,
+                &tenant,
+                &tx,
+                StatusCode::SERVICE_UNAVAILABLE,
+                username,
+                Some("The service is busy. Please try again in a moment."),
+            );
+        }
+        Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
+    };
+    if authn::mfa_blocks(&tenant) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "Your organisation requires a second factor, which is not available yet.",
+        );
+    }
+    if let Err(e) = authn::fully_authenticated(&state, &tenant, &ok).await {
+        return internal(&tenant, &e);
+    }
+    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &tenant.name,
+                "This sign-in was already completed.",
+            );
+        }
+        Err(e) => return internal(&tenant, &e),
+    }
+    let (s, cookies) =
+        match session::start(&state, &tenant, &headers, &ok.user.id, &ok.throttle_key, "pwd", ACR_PWD).await {
+            Ok(x) => x,
+            Err(e) => return internal(&tenant, &e),
+        };
+    after_login(&state, &tenant, &tx.client, tx.req, &s, cookies).await
+}
+
+fn consent_page(state: &AppState, tenant: &Tenant, tx: &Tx) -> Response {
+    let ctx = minijinja::context! {
+        tenant_name => &tenant.name,
+        client_name => &tx.client.name,
+        scopes => &tx.req.scopes,
+        action => format!("{}/consent", state.config.issuer(&tenant.slug)),
+        tx => &tx.id,
+        csrf => &tx.csrf,
+    };
+    page(StatusCode::OK, "consent.html", ctx, Some(&tx.req.redirect_uri))
+}
+
+pub async fn consent_show(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<TxQuery>,
+) -> Response {
+    let tenant = match tenant_or_page(&state, &slug).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let tx = match load_tx(&state, &tenant, q.tx.as_deref()).await {
+        Ok(tx) => tx,
+        Err(r) => return r,
+    };
+    match session::current(&state, &tenant, &headers).await {
+        Ok(Some(_)) => consent_page(&state, &tenant, &tx),
+        Ok(None) => error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
+        Err(e) => internal(&tenant, &e),
+    }
+}
+
+pub async fn consent_submit(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant_or_page(&state, &slug).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let f = form(&body);
+    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
+        Ok(tx) => tx,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&tx, field(&f, "csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "The form has expired. Please try again.",
+        );
+    }
+    let s = match session::current(&state, &tenant, &headers).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
+        Err(e) => return internal(&tenant, &e),
+    };
+    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &tenant.name,
+                "This request was already answered.",
+            );
+        }
+        Err(e) => return internal(&tenant, &e),
+    }
+    if field(&f, "decision") != Some("allow") {
+        return error_redirect(
+            &state,
+            &tenant,
+            &tx.req.redirect_uri,
+            tx.req.state.as_deref(),
+            "access_denied",
+            "the user denied access",
+        );
+    }
+    if let Err(e) = store::consents::put(
+        &state.db,
+        &tenant.id,
+        &s.user_id,
+        &tx.client.id,
+        &tx.req.scopes.join(" "),
+    )
+    .await
+    {
+        return internal(&tenant, &e);
+    }
+    issue_code(&state, &tenant, tx.req, &s).await
+}

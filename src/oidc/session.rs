@@ -1,0 +1,141 @@
+//! SSO session and device cookies. Per tenant; `HttpOnly`, `SameSite=Lax`, and `Secure` with
+//! the `__Host-` prefix when `public_url` is https. Cookie values are random (sessions) or
+//! HMAC-signed (devices); the database keeps only SHA-256 of session ids.
+
+use axum::http::{HeaderMap, HeaderValue, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+use crate::app::AppState;
+use crate::store::{self, sessions::SessionRow};
+use crate::tenants::Tenant;
+
+fn prefix(state: &AppState) -> &'static str {
+    if state.config.secure_cookies() { "__Host-" } else { "" }
+}
+
+pub fn session_cookie_name(state: &AppState, tenant: &Tenant) -> String {
+    format!("{}unicred-session-{}", prefix(state), tenant.slug)
+}
+
+fn device_cookie_name(state: &AppState, tenant: &Tenant) -> String {
+    format!("{}unicred-device-{}", prefix(state), tenant.slug)
+}
+
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+        .filter(|v| v.len() <= 512)
+}
+
+fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> HeaderValue {
+    let secure = if state.config.secure_cookies() { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age}{secure}"
+    ))
+    .expect("cookie values are URL-safe")
+}
+
+pub fn session_hash(raw: &str) -> String {
+    crate::authn::ticket_hash(raw)
+}
+
+/// The live session named by the request's cookie (and mark it used).
+pub async fn current(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+) -> Result<Option<SessionRow>, store::StoreError> {
+    let Some(raw) = cookie(headers, &session_cookie_name(state, tenant)) else {
+        return Ok(None);
+    };
+    let idle = tenant.policy.session_idle_seconds.unwrap_or(1800) as i64;
+    store::sessions::touch(&state.db, &tenant.id, &session_hash(&raw), idle).await
+}
+
+/// Starts a session with a new id (ending the one the browser had) and returns the
+/// `Set-Cookie` headers: the session and a signed device cookie.
+pub async fn start(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    user_id: &str,
+    throttle_key: &str,
+    amr: &str,
+    acr: &str,
+) -> Result<(SessionRow, Vec<HeaderValue>), store::StoreError> {
+    if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
+        store::sessions::delete(&state.db, &tenant.id, &session_hash(&old)).await?;
+    }
+    let raw = crate::crypto::random_token::<32>();
+    let now = store::now();
+    let max = tenant.policy.session_max_seconds.unwrap_or(12 * 3600) as i64;
+    let row = SessionRow {
+        id_hash: session_hash(&raw),
+        tenant_id: tenant.id.clone(),
+        user_id: user_id.to_string(),
+        auth_time: now,
+        amr: amr.to_string(),
+        acr: acr.to_string(),
+        created_at: now,
+        last_seen: now,
+        expires_at: now + max,
+    };
+    store::sessions::create(&state.db, &row).await?;
+    let device = device_cookie(state, tenant, throttle_key);
+    let cookies = vec![
+        set_cookie(state, &session_cookie_name(state, tenant), &raw, max),
+        set_cookie(state, &device_cookie_name(state, tenant), &device, 365 * 86400),
+    ];
+    Ok((row, cookies))
+}
+
+/// Ends the browser's session (and the refresh tokens bound to it); the cookie is cleared.
+pub async fn end(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -> Result<HeaderValue, store::StoreError> {
+    if let Some(raw) = cookie(headers, &session_cookie_name(state, tenant)) {
+        let h = session_hash(&raw);
+        store::sessions::delete(&state.db, &tenant.id, &h).await?;
+        store::refresh::revoke_session(&state.db, &h).await?;
+    }
+    Ok(set_cookie(state, &session_cookie_name(state, tenant), "", 0))
+}
+
+/// `b64(tenant_id|throttle_key|device_id|issued).hmac` — proof this browser completed a full
+/// sign-in for that account.
+fn device_cookie(state: &AppState, tenant: &Tenant, throttle_key: &str) -> String {
+    let payload = format!(
+        "{}|{}|{}|{}",
+        tenant.id,
+        throttle_key,
+        crate::crypto::random_token::<12>(),
+        store::now()
+    );
+    let (tag, v) = state.keyring.hmac_current(&[b"device", payload.as_bytes()]);
+    format!("{}.{v}.{tag}", B64.encode(payload))
+}
+
+/// The device id if the request carries a valid device cookie for this tenant and account.
+pub fn device_for(state: &AppState, tenant: &Tenant, headers: &HeaderMap, throttle_key: &str) -> Option<String> {
+    let raw = cookie(headers, &device_cookie_name(state, tenant))?;
+    let mut parts = raw.splitn(3, '.');
+    let (payload, version, tag) = (parts.next()?, parts.next()?, parts.next()?);
+    let payload = String::from_utf8(B64.decode(payload).ok()?).ok()?;
+    let version: u32 = version.parse().ok()?;
+    if !state
+        .keyring
+        .hmac_verify(version, &[b"device", payload.as_bytes()], tag)
+    {
+        return None;
+    }
+    let fields: Vec<&str> = payload.split('|').collect();
+    match fields.as_slice() {
+        [t, key, device, _] if *t == tenant.id && *key == throttle_key => Some(device.to_string()),
+        _ => None,
+    }
+}

@@ -1,0 +1,701 @@
+//! OpenID Connect login: authorization code + PKCE, login and consent pages, SSO sessions,
+//! refresh rotation, logout, userinfo — driven over HTTP like a browser and a relying party.
+
+mod common;
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use common::Server;
+use reqwest::Method;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PW: &str = "violet-harbour-lantern-42";
+const CB: &str = "http://127.0.0.1:9/cb";
+
+/// A cookie-keeping, non-redirecting browser.
+struct Browser {
+    http: reqwest::Client,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            cookies: HashMap::new(),
+        }
+    }
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let cookie = self
+            .cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let r = req.header("cookie", cookie).send().await.unwrap();
+        for c in r.headers().get_all("set-cookie") {
+            let c = c.to_str().unwrap();
+            let (kv, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').unwrap();
+            if attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status: r.status().as_u16(),
+            location: r.headers().get("location").map(|l| l.to_str().unwrap().to_string()),
+            headers: r.headers().clone(),
+            body: r.text().await.unwrap(),
+        }
+    }
+    async fn get(&mut self, url: &str) -> Page {
+        let req = self.http.get(url);
+        self.send(req).await
+    }
+    async fn post(&mut self, url: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(url).form(form);
+        self.send(req).await
+    }
+    fn session(&self) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|(k, _)| k.contains("unicred-session"))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no {name} in {body}")) + marker.len();
+    body[start..start + body[start..].find('"').unwrap()].to_string()
+}
+
+fn query(url: &str) -> HashMap<String, String> {
+    url::Url::parse(url).unwrap().query_pairs().into_owned().collect()
+}
+
+fn pkce() -> (String, String) {
+    let verifier = B64.encode(unicred::crypto::random_bytes::<32>());
+    let challenge = B64.encode(Sha256::digest(verifier.as_bytes()));
+    (verifier, challenge)
+}
+
+struct Setup {
+    s: Server,
+    admin: String,
+}
+
+async fn setup() -> Setup {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    s.user(&admin, "bank", "alice", PW).await;
+    Setup { s, admin }
+}
+
+impl Setup {
+    async fn app(&self, extra: Value) -> (String, String) {
+        let mut body = json!({"name": "Web App", "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [CB],
+            "post_logout_redirect_uris": ["http://127.0.0.1:9/bye"], "scopes": ["accounts:read"]});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        self.s.client(&self.admin, "bank", body).await
+    }
+    fn authorize_url(&self, client_id: &str, extra: &[(&str, &str)]) -> String {
+        let mut u = url::Url::parse(&format!("{}/t/bank/authorize", self.s.url)).unwrap();
+        let defaults = [
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", CB),
+            ("scope", "openid profile offline_access"),
+            ("state", "st-123"),
+            ("nonce", "n-456"),
+        ];
+        for (k, v) in defaults {
+            if !extra.iter().any(|(e, _)| *e == k) {
+                u.query_pairs_mut().append_pair(k, v);
+            }
+        }
+        for (k, v) in extra {
+            u.query_pairs_mut().append_pair(k, v);
+        }
+        u.to_string()
+    }
+    /// Authorize → login page → credentials; returns the final page (the redirect to the client).
+    async fn login(&self, b: &mut Browser, client_id: &str, extra: &[(&str, &str)], user: &str, pw: &str) -> Page {
+        let p = b.get(&self.authorize_url(client_id, extra)).await;
+        assert_eq!(p.status, 303, "{}", p.body);
+        if p.location.as_deref().is_some_and(|l| l.starts_with(CB)) {
+            return p; // signed in already (SSO)
+        }
+        let login = b
+            .get(
+                p.location
+                    .as_deref()
+                    .unwrap()
+                    .replace("http://localhost", "http://127.0.0.1")
+                    .as_str(),
+            )
+            .await;
+        assert_eq!(login.status, 200, "{}", login.body);
+        self.submit(b, &login, user, pw).await
+    }
+    async fn submit(&self, b: &mut Browser, login: &Page, user: &str, pw: &str) -> Page {
+        let (tx, csrf) = (hidden(&login.body, "tx"), hidden(&login.body, "csrf"));
+        b.post(
+            &format!("{}/t/bank/login", self.s.url),
+            &[("tx", &tx), ("csrf", &csrf), ("username", user), ("password", pw)],
+        )
+        .await
+    }
+    async fn exchange(&self, id: &str, secret: Option<&str>, code: &str, verifier: Option<&str>) -> (u16, Value) {
+        let mut form = vec![
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", CB),
+        ];
+        if let Some(v) = verifier {
+            form.push(("code_verifier", v));
+        }
+        let mut req = self.s.http.post(format!("{}/t/bank/token", self.s.url));
+        match secret {
+            Some(sec) => req = req.basic_auth(id, Some(sec)),
+            None => form.push(("client_id", id)),
+        }
+        let r = req.form(&form).send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    async fn refresh(&self, id: &str, secret: &str, rt: &str) -> (u16, Value) {
+        let r = self
+            .s
+            .http
+            .post(format!("{}/t/bank/token", self.s.url))
+            .basic_auth(id, Some(secret))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", rt)])
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+}
+
+fn code_of(p: &Page) -> String {
+    let loc = p
+        .location
+        .as_deref()
+        .unwrap_or_else(|| panic!("no redirect: {} {}", p.status, p.body));
+    assert!(loc.starts_with(CB), "{loc}");
+    let q = query(loc);
+    assert_eq!(q.get("state").map(String::as_str), Some("st-123"));
+    assert!(q.get("iss").unwrap().ends_with("/t/bank"), "RFC 9207 iss");
+    q.get("code").cloned().unwrap_or_else(|| panic!("no code: {loc}"))
+}
+
+#[tokio::test]
+async fn confidential_code_flow_with_pkce_refresh_rotation_and_reuse_detection() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let (verifier, challenge) = pkce();
+    let mut b = Browser::new();
+    let p = t
+        .login(
+            &mut b,
+            &id,
+            &[("code_challenge", &challenge), ("code_challenge_method", "S256")],
+            "alice",
+            PW,
+        )
+        .await;
+    assert_eq!(p.status, 303);
+    let code = code_of(&p);
+    let (st, tok) = t.exchange(&id, Some(&secret), &code, Some(&verifier)).await;
+    assert_eq!(st, 200, "{tok}");
+    let idt = tok["id_token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(idt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["nonce"], "n-456");
+    assert_eq!(claims["aud"], id.as_str());
+    let at = tok["access_token"].as_str().unwrap();
+    assert_eq!(claims["at_hash"], B64.encode(&Sha256::digest(at.as_bytes())[..16]));
+    // userinfo
+    let ui: Value =
+        t.s.http
+            .get(format!("{}/t/bank/userinfo", t.s.url))
+            .bearer_auth(at)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(ui["sub"], claims["sub"]);
+    assert_eq!(ui["preferred_username"], "alice");
+    // Refresh rotates; reusing an old one revokes the family.
+    let rt1 = tok["refresh_token"].as_str().unwrap().to_string();
+    let (st, r2) = t.refresh(&id, &secret, &rt1).await;
+    assert_eq!(st, 200, "{r2}");
+    let rt2 = r2["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(rt1, rt2);
+    let (st, e) = t.refresh(&id, &secret, &rt1).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "reuse detected"
+    );
+    let (st, _) = t.refresh(&id, &secret, &rt2).await;
+    assert_eq!(st, 400, "the whole family is revoked");
+    // Code reuse: refused, and the tokens it produced are revoked.
+    let (st, e) = t.exchange(&id, Some(&secret), &code, Some(&verifier)).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
+    assert_eq!(t.s.introspect("bank", &id, &secret, at).await["active"], false);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn pkce_is_required_for_public_clients_and_never_downgraded() {
+    let t = setup().await;
+    let (public, _) = t
+        .app(json!({"token_endpoint_auth_method": "none", "grant_types": ["authorization_code"]}))
+        .await;
+    let (conf, secret) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    // Public client without PKCE, or with plain: error back to the client.
+    for extra in [
+        vec![],
+        vec![("code_challenge", "abc"), ("code_challenge_method", "plain")],
+    ] {
+        let p = b.get(&t.authorize_url(&public, &extra)).await;
+        let q = query(p.location.as_deref().unwrap());
+        assert_eq!(q["error"], "invalid_request", "{q:?}");
+        assert_eq!(q["state"], "st-123");
+    }
+    let (verifier, challenge) = pkce();
+    let pk = [
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    let code = code_of(&t.login(&mut b, &public, &pk, "alice", PW).await);
+    let (st, e) = t.exchange(&public, None, &code, Some(&pkce().0)).await;
+    assert_eq!(
+        (st, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "verifier mismatch"
+    );
+    let code = code_of(&t.login(&mut b, &public, &pk, "alice", PW).await);
+    assert_eq!(
+        t.exchange(&public, None, &code, None).await.0,
+        400,
+        "challenge issued, verifier required"
+    );
+    let code = code_of(&t.login(&mut b, &public, &pk, "alice", PW).await);
+    let (st, tok) = t.exchange(&public, None, &code, Some(&verifier)).await;
+    assert_eq!(st, 200, "{tok}");
+    assert!(tok.get("refresh_token").is_none(), "no refresh grant, no refresh token");
+    // Confidential without a challenge: a verifier at the token endpoint is refused.
+    let code = code_of(&t.login(&mut b, &conf, &[], "alice", PW).await);
+    let (st, e) = t.exchange(&conf, Some(&secret), &code, Some(&verifier)).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")));
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn bad_authorization_requests() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    let base = format!("{}/t/bank/authorize", t.s.url);
+    // Before the redirect URI is validated: a page, never a redirect.
+    for url in [
+        format!("{base}?response_type=code&client_id=nope&redirect_uri={CB}"),
+        format!("{base}?response_type=code&client_id={id}&redirect_uri=http://127.0.0.1:9/other"),
+        format!("{base}?response_type=code&client_id={id}"),
+        format!("{base}?response_type=code&client_id={id}&client_id={id}&redirect_uri={CB}"),
+    ] {
+        let p = b.get(&url).await;
+        assert_eq!(p.status, 400, "{url}");
+        assert!(p.location.is_none());
+        assert!(p.headers["content-type"].to_str().unwrap().starts_with("text/html"));
+    }
+    for (extra, error) in [
+        (vec![("response_type", "token")], "unsupported_response_type"),
+        (vec![("prompt", "none")], "login_required"),
+        (vec![("scope", "openid admin")], "invalid_scope"),
+        (vec![("max_age", "-1")], "invalid_request"),
+        (vec![("request", "eyJ")], "request_not_supported"),
+        (
+            vec![("code_challenge", "x"), ("code_challenge_method", "S256")],
+            "invalid_request",
+        ),
+    ] {
+        let mut u = url::Url::parse(&base).unwrap();
+        u.query_pairs_mut()
+            .append_pair("client_id", &id)
+            .append_pair("redirect_uri", CB)
+            .append_pair("state", "s1");
+        if !extra.iter().any(|(k, _)| *k == "response_type") {
+            u.query_pairs_mut().append_pair("response_type", "code");
+        }
+        for (k, v) in &extra {
+            u.query_pairs_mut().append_pair(k, v);
+        }
+        let p = b.get(u.as_str()).await;
+        let q = query(p.location.as_deref().unwrap_or_else(|| panic!("{extra:?}: {}", p.body)));
+        assert_eq!(q["error"], error, "{extra:?}");
+        assert_eq!(q["state"], "s1");
+    }
+    // redirect_uri mismatch at the token endpoint.
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    let r =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&id, Some(&secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "http://127.0.0.1:9/other"),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn login_page_is_hardened_and_does_not_enumerate() {
+    let t = setup().await;
+    let (id, _) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    let p = b.get(&t.authorize_url(&id, &[])).await;
+    let login = b
+        .get(&p.location.unwrap().replace("http://localhost", "http://127.0.0.1"))
+        .await;
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"),
+        "{csp}"
+    );
+    assert_eq!(login.headers["x-frame-options"], "DENY");
+    assert_eq!(login.headers["referrer-policy"], "no-referrer");
+    assert_eq!(login.headers["cache-control"], "no-store");
+    let wrong = t.submit(&mut b, &login, "alice", "not-the-password").await;
+    let unknown = t.submit(&mut b, &login, "mallory", "not-the-password").await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(unknown.status, 401);
+    let msg = |p: &Page| {
+        p.body[p.body.find("id=\"error\"").unwrap()..]
+            .split('<')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(msg(&wrong), msg(&unknown));
+    // A forged CSRF token is refused.
+    let tx = hidden(&login.body, "tx");
+    let p = b
+        .post(
+            &format!("{}/t/bank/login", t.s.url),
+            &[("tx", &tx), ("csrf", "forged"), ("username", "alice"), ("password", PW)],
+        )
+        .await;
+    assert_eq!(p.status, 403);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn sso_prompt_max_age_and_new_session_ids() {
+    let t = setup().await;
+    let (a, _) = t.app(json!({})).await;
+    let (c2, _) = t.app(json!({"name": "Second App"})).await;
+    let mut b = Browser::new();
+    b.cookies
+        .insert("unicred-session-bank".into(), "planted-by-attacker".into());
+    code_of(&t.login(&mut b, &a, &[], "alice", PW).await);
+    let first = b.session().unwrap();
+    assert_ne!(first, "planted-by-attacker", "a new session id at sign-in");
+    // A second app of the tenant: no password while the session lives, also with prompt=none.
+    let p = b.get(&t.authorize_url(&c2, &[("prompt", "none")])).await;
+    code_of(&p);
+    // prompt=login and max_age force a new sign-in, which issues a new session id.
+    let p = b.get(&t.authorize_url(&c2, &[("prompt", "login")])).await;
+    assert!(p.location.unwrap().contains("/login?tx="));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let p = b.get(&t.authorize_url(&c2, &[("max_age", "0")])).await;
+    assert!(p.location.unwrap().contains("/login?tx="));
+    code_of(&t.login(&mut b, &c2, &[("max_age", "0")], "alice", PW).await);
+    assert_ne!(b.session().unwrap(), first);
+    // Another browser has no session.
+    let mut other = Browser::new();
+    let p = other.get(&t.authorize_url(&a, &[("prompt", "none")])).await;
+    assert_eq!(query(&p.location.unwrap())["error"], "login_required");
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn consent_is_asked_once_and_can_be_denied() {
+    let t = setup().await;
+    let (id, _) = t.app(json!({"consent_required": true})).await;
+    let mut b = Browser::new();
+    let p = t.login(&mut b, &id, &[], "alice", PW).await;
+    assert!(
+        p.location.as_deref().unwrap().contains("/consent?tx="),
+        "{:?}",
+        p.location
+    );
+    let page = b
+        .get(&p.location.unwrap().replace("http://localhost", "http://127.0.0.1"))
+        .await;
+    assert!(page.body.contains("offline_access"));
+    let (tx, csrf) = (hidden(&page.body, "tx"), hidden(&page.body, "csrf"));
+    let p = b
+        .post(
+            &format!("{}/t/bank/consent", t.s.url),
+            &[("tx", &tx), ("csrf", &csrf), ("decision", "allow")],
+        )
+        .await;
+    code_of(&p);
+    // Remembered.
+    code_of(&b.get(&t.authorize_url(&id, &[])).await);
+    // Another user denies.
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let mut b2 = Browser::new();
+    let p = t.login(&mut b2, &id, &[], "bob", PW).await;
+    let page = b2
+        .get(&p.location.unwrap().replace("http://localhost", "http://127.0.0.1"))
+        .await;
+    let (tx, csrf) = (hidden(&page.body, "tx"), hidden(&page.body, "csrf"));
+    let p = b2
+        .post(
+            &format!("{}/t/bank/consent", t.s.url),
+            &[("tx", &tx), ("csrf", &csrf), ("decision", "deny")],
+        )
+        .await;
+    assert_eq!(query(&p.location.unwrap())["error"], "access_denied");
+    // prompt=none without consent.
+    let p = b2.get(&t.authorize_url(&id, &[("prompt", "none")])).await;
+    assert_eq!(query(&p.location.unwrap())["error"], "consent_required");
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_cookie_keeps_its_owner_out_of_a_strangers_delay() {
+    let t = setup().await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"lockout_threshold": 3, "lockout_max_delay_seconds": 900}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (id, _) = t.app(json!({})).await;
+    let mut owner = Browser::new();
+    code_of(&t.login(&mut owner, &id, &[], "alice", PW).await);
+    assert!(owner.cookies.keys().any(|k| k.contains("unicred-device")));
+    owner.cookies.retain(|k, _| !k.contains("unicred-session"));
+    let mut stranger = Browser::new();
+    for _ in 0..6 {
+        assert_eq!(
+            t.login(&mut stranger, &id, &[], "alice", "guessing-wrong-pw")
+                .await
+                .status,
+            401
+        );
+    }
+    // The stranger is now delayed even with the right password; the owner is not.
+    assert_eq!(t.login(&mut stranger, &id, &[], "alice", PW).await.status, 401);
+    code_of(&t.login(&mut owner, &id, &[], "alice", PW).await);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_its_refresh_tokens() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    // scope without offline_access: the refresh token is tied to the session.
+    let code = code_of(&t.login(&mut b, &id, &[("scope", "openid")], "alice", PW).await);
+    let (_, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let idt = tok["id_token"].as_str().unwrap();
+    // Without a hint: a confirmation page first, nothing ended yet.
+    let p = b.get(&format!("{}/t/bank/logout", t.s.url)).await;
+    assert!(p.body.contains("id=\"logout\""));
+    code_of(&b.get(&t.authorize_url(&id, &[("prompt", "none")])).await);
+    // An unregistered post_logout_redirect_uri is refused.
+    let bad = format!(
+        "{}/t/bank/logout?id_token_hint={idt}&post_logout_redirect_uri=http://evil.example/",
+        t.s.url
+    );
+    assert_eq!(b.get(&bad).await.status, 400);
+    let url = format!(
+        "{}/t/bank/logout?id_token_hint={idt}&post_logout_redirect_uri=http://127.0.0.1:9/bye&state=bye-1",
+        t.s.url
+    );
+    let p = b.get(&url).await;
+    assert_eq!(p.location.as_deref(), Some("http://127.0.0.1:9/bye?state=bye-1"));
+    assert!(b.session().is_none());
+    let p = b.get(&t.authorize_url(&id, &[("prompt", "none")])).await;
+    assert_eq!(query(&p.location.unwrap())["error"], "login_required");
+    assert_eq!(
+        t.refresh(&id, &secret, rt).await.0,
+        400,
+        "session-bound refresh token ended with the session"
+    );
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn codes_sessions_and_refresh_tokens_are_bound_to_their_tenant() {
+    let t = setup().await;
+    t.s.tenant(&t.admin, "other").await;
+    t.s.user(&t.admin, "other", "alice", PW).await;
+    let (id, secret) = t.app(json!({})).await;
+    let (oid, osecret) =
+        t.s.client(
+            &t.admin,
+            "other",
+            json!({"name": "o", "grant_types": ["authorization_code", "refresh_token"], "redirect_uris": [CB]}),
+        )
+        .await;
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    // The other tenant's session cookie does not exist; its authorize wants a login.
+    let p = b
+        .get(&t.authorize_url(&oid, &[]).replace("/t/bank/", "/t/other/"))
+        .await;
+    assert!(p.location.unwrap().contains("/t/other/login"));
+    // A code of tenant bank, presented with a client of tenant other.
+    let r =
+        t.s.http
+            .post(format!("{}/t/other/token", t.s.url))
+            .basic_auth(&oid, Some(&osecret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", CB),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    // The code was burnt by that attempt; get a fresh one and a refresh token.
+    let code = code_of(&t.login(&mut b, &id, &[("prompt", "login")], "alice", PW).await);
+    let (_, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    let r =
+        t.s.http
+            .post(format!("{}/t/other/token", t.s.url))
+            .basic_auth(&oid, Some(&osecret))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", tok["refresh_token"].as_str().unwrap()),
+            ])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 400);
+    // Still usable by its own client (the foreign attempt changed nothing).
+    assert_eq!(
+        t.refresh(&id, &secret, tok["refresh_token"].as_str().unwrap()).await.0,
+        200
+    );
+    // The access token of bank is refused by other's userinfo.
+    let r =
+        t.s.http
+            .get(format!("{}/t/other/userinfo", t.s.url))
+            .bearer_auth(tok["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 401);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_started_on_one_process_finishes_on_another() {
+    let a = setup().await;
+    let tmp = tempfile::tempdir().unwrap();
+    // Replicas share the public URL (and so the issuer).
+    let mut cfg = common::test_config(&a.s.db_url, &a.s.keys_dir, tmp.path());
+    cfg.public_url = a.s.state.config.public_url.clone();
+    let b_srv = Server::start_with(cfg, Some(tmp)).await;
+    let (id, secret) = a.app(json!({})).await;
+    let mut b = Browser::new();
+    let p = b.get(&a.authorize_url(&id, &[])).await;
+    // The login page and form post go to the second process.
+    let other = b_srv.url.clone();
+    let login = b
+        .get(
+            &p.location
+                .unwrap()
+                .replace("http://localhost", "http://127.0.0.1")
+                .replace(&a.s.url, &other),
+        )
+        .await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let (tx, csrf) = (hidden(&login.body, "tx"), hidden(&login.body, "csrf"));
+    let p = b
+        .post(
+            &format!("{other}/t/bank/login"),
+            &[("tx", &tx), ("csrf", &csrf), ("username", "alice"), ("password", PW)],
+        )
+        .await;
+    let code = code_of(&p);
+    // Exchanged on the first, refreshed on the second, revoked on the first.
+    let (st, tok) = a.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!(st, 200);
+    let r: Value = b_srv
+        .http
+        .post(format!("{other}/t/bank/token"))
+        .basic_auth(&id, Some(&secret))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", tok["refresh_token"].as_str().unwrap()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let rt2 = r["refresh_token"].as_str().unwrap();
+    let at2 = r["access_token"].as_str().unwrap();
+    a.s.http
+        .post(format!("{}/t/bank/revoke", a.s.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", rt2)])
+        .send()
+        .await
+        .unwrap();
+    a.s.http
+        .post(format!("{}/t/bank/revoke", a.s.url))
+        .basic_auth(&id, Some(&secret))
+        .form(&[("token", at2)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(a.refresh(&id, &secret, rt2).await.0, 400);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        b_srv.introspect("bank", &id, &secret, at2).await["active"],
+        false,
+        "the other process sees the revocation within a second"
+    );
+    b_srv.stop().await;
+    a.s.stop().await;
+}
