@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use sha2::{Digest, Sha256};
 
 use crate::app::AppState;
+use crate::audit::Event;
 use crate::clients::Client;
 use crate::password::PasswordError;
 use crate::store::{self, throttle, tickets::Ticket, users::UserRow};
@@ -66,16 +67,34 @@ fn throttle_key(raw: &str) -> (Option<String>, String) {
     }
 }
 
-fn outcome(tenant: &Tenant, client: &Client, user: Option<&UserRow>, ip: IpAddr, result: &str) {
-    tracing::info!(
-        target: "unicred::audit",
-        event = "signin.password",
-        tenant = %tenant.slug,
-        client_id = %client.id,
-        user_id = user.map_or("-", |u| u.id.as_str()),
-        ip = %ip,
-        result,
-    );
+/// Records a password attempt in the audit trail (the internal reason, never the password),
+/// before the answer goes out.
+async fn outcome(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    user: Option<&UserRow>,
+    ip: IpAddr,
+    result: &str,
+) -> Result<(), AuthnError> {
+    let kind = if result == "password_ok" {
+        "signin.password_ok"
+    } else {
+        "signin.failure"
+    };
+    let mut e = Event::new(&tenant.id, kind)
+        .client(&client.id)
+        .ip(Some(ip))
+        .data(serde_json::json!({ "reason": result }));
+    if let Some(u) = user {
+        e = e.user(&u.id);
+    }
+    state
+        .audit
+        .record(e)
+        .await
+        .map_err(|e| AuthnError::Internal(e.to_string()))?;
+    Ok(())
 }
 
 /// A correct password for an active user. The account's throttle is not reset yet: that
@@ -98,8 +117,13 @@ pub async fn check_password(
     device: impl Fn(&str) -> Option<String>,
 ) -> Result<PasswordOk, AuthnError> {
     if password.is_empty() || password.len() > crate::password::MAX_PASSWORD_BYTES || username.len() > 1024 {
-        outcome(tenant, client, None, ip, "malformed");
+        outcome(state, tenant, client, None, ip, "malformed").await?;
         return Err(AuthnError::InvalidCredentials);
+    }
+    // Shed before touching the database: a flood must not cost writes it will never use.
+    if !state.passwords.pool.has_room(&tenant.id) {
+        metrics::counter!("unicred_hash_shed_total").increment(1);
+        return Err(AuthnError::Busy);
     }
     let (normalized, key) = throttle_key(username);
     let counter = match device(&key) {
@@ -112,7 +136,7 @@ pub async fn check_password(
     };
     if let throttle::Reservation::Throttled { .. } = throttle::reserve(&state.db, &tenant.id, &counter, &rules).await? {
         metrics::counter!("unicred_signin_throttled_total").increment(1);
-        outcome(tenant, client, None, ip, "throttled");
+        outcome(state, tenant, client, None, ip, "throttled").await?;
         return Err(AuthnError::InvalidCredentials);
     }
     let user = match &normalized {
@@ -123,14 +147,21 @@ pub async fn check_password(
         .as_ref()
         .and_then(|u| u.password_hash.as_deref().map(|h| (h, u.pepper_version)));
     let checked = state.passwords.check(tenant, stored, password).await?;
-    let Some(user) = user.filter(|u| checked.ok && u.status == "active") else {
-        outcome(tenant, client, None, ip, "failure");
-        return Err(AuthnError::InvalidCredentials);
+    let reason = match &user {
+        None => Some("unknown_user"),
+        Some(_) if !checked.ok => Some("wrong_password"),
+        Some(u) if u.status != "active" => Some(if u.status == "locked" { "locked" } else { "disabled" }),
+        Some(_) => None,
     };
+    if let Some(reason) = reason {
+        outcome(state, tenant, client, user.as_ref(), ip, reason).await?;
+        return Err(AuthnError::InvalidCredentials);
+    }
+    let user = user.expect("a user when no failure reason");
     if checked.upgrade {
         upgrade(state, tenant, &user, password).await;
     }
-    outcome(tenant, client, Some(&user), ip, "password_ok");
+    outcome(state, tenant, client, Some(&user), ip, "password_ok").await?;
     Ok(PasswordOk {
         user,
         throttle_key: counter,
@@ -144,8 +175,23 @@ pub fn mfa_blocks(tenant: &Tenant) -> bool {
 }
 
 /// Full authentication reached: the account's counters start clean.
-pub async fn fully_authenticated(state: &AppState, tenant: &Tenant, ok: &PasswordOk) -> Result<(), AuthnError> {
+pub async fn fully_authenticated(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    ok: &PasswordOk,
+    amr: &str,
+) -> Result<(), AuthnError> {
     throttle::reset(&state.db, &tenant.id, &ok.throttle_key).await?;
+    let e = Event::new(&tenant.id, "signin.success")
+        .user(&ok.user.id)
+        .client(&client.id)
+        .data(serde_json::json!({ "amr": amr }));
+    state
+        .audit
+        .record(e)
+        .await
+        .map_err(|e| AuthnError::Internal(e.to_string()))?;
     Ok(())
 }
 
@@ -162,7 +208,7 @@ pub async fn password(
     if mfa_blocks(tenant) {
         return Ok(Step::MfaEnrollRequired);
     }
-    fully_authenticated(state, tenant, &ok).await?;
+    fully_authenticated(state, tenant, client, &ok, "pwd").await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd"], ACR_PWD).await?;
     Ok(Step::Success {
         user_id: ok.user.id,

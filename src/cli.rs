@@ -45,6 +45,18 @@ enum Command {
     /// Measure Argon2 on this machine.
     #[command(subcommand)]
     Hash(HashCmd),
+    /// Check the audit trail.
+    #[command(subcommand)]
+    Audit(AuditCmd),
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Verify the hash chains offline against the database; exit 1 at the first broken one.
+    Verify {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -208,6 +220,10 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let state = AppState::build(config).await?;
             let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
             state.keys.rotate(&t.id, emergency).await?;
+            let e = crate::audit::Event::new(&t.id, "keys.rotated")
+                .actor("cli")
+                .data(serde_json::json!({"emergency": emergency}));
+            state.audit.record(e).await?;
             println!(
                 "rotated signing keys of {}{}",
                 t.slug,
@@ -236,6 +252,20 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 "password hashes by pepper version",
                 store::users::count_by_pepper(&state.db).await?,
             );
+        }
+        Command::Audit(AuditCmd::Verify { tenant }) => {
+            let db = Db::connect(&config.database_url(), 2).await?;
+            db.migrate().await?;
+            let report = crate::audit::verify_all(&db, tenant.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(b) = report.first_broken() {
+                let name = b.slug.as_deref().unwrap_or(&b.tenant_id);
+                return Err(format!(
+                    "audit chain of {name} broken at sequence {}",
+                    b.result.broken_at.unwrap_or(0)
+                )
+                .into());
+            }
         }
         Command::Hash(cmd) => crate::password::bench::run(cmd_params(cmd, &config))?,
     }
@@ -294,6 +324,10 @@ pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
         }
     };
     let secret = crate::clients::rotate_secret(state, &client).await?;
+    let e = crate::audit::Event::new(&system.id, "client.secret_rotated")
+        .actor("cli:bootstrap")
+        .client(&client.id);
+    state.audit.record(e).await?;
     let issuer = state.config.issuer(SYSTEM);
     Ok(serde_json::json!({
         "client_id": client.id,

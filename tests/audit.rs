@@ -6,9 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use axum::routing::{get, post};
 use common::{Server, test_config};
-use reqwest::Method;
 use serde_json::{Value, json};
 use unicred::AppState;
 use unicred::audit::{Event, Verification, verify, verify_all, verify_checkpoint};
@@ -16,15 +14,7 @@ use unicred::audit::{Event, Verification, verify, verify_all, verify_checkpoint}
 /// The server's router plus the audit routes (the lead mounts them in http/router.rs), served
 /// on its own port; returns its base URL.
 async fn serve_with_audit(s: &Server) -> String {
-    use unicred::admin::audit as a;
-    let extra = axum::Router::new()
-        .route("/admin/v1/tenants/{slug}/audit", get(a::list))
-        .route("/admin/v1/tenants/{slug}/audit/export", get(a::export))
-        .route("/admin/v1/tenants/{slug}/audit/verify", get(a::verify))
-        .route("/admin/v1/tenants/{slug}/audit/checkpoint", post(a::checkpoint))
-        .route("/t/{tenant}/audit-keys.json", get(a::audit_keys))
-        .with_state(s.state.clone());
-    let app = unicred::http::router::router(s.state.clone()).merge(extra);
+    let app = unicred::http::router::router(s.state.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     tokio::spawn(async move {
@@ -36,6 +26,13 @@ async fn serve_with_audit(s: &Server) -> String {
         .unwrap();
     });
     url
+}
+
+/// A tenant made directly (the admin API would add its own `tenant.created` event).
+async fn make_tenant(s: &Server, slug: &str) {
+    unicred::tenants::create(&s.state, slug, Some(slug), Default::default())
+        .await
+        .unwrap();
 }
 
 async fn tenant_id(s: &Server, slug: &str) -> String {
@@ -72,9 +69,8 @@ fn assert_broken(v: &Verification, at: i64) {
 #[tokio::test]
 async fn concurrent_appends_from_two_replicas_form_one_chain() {
     let s = Server::start().await;
-    let admin = s.admin_token().await;
-    s.tenant(&admin, "bank").await;
-    s.tenant(&admin, "clinic").await;
+    make_tenant(&s, "bank").await;
+    make_tenant(&s, "clinic").await;
     let bank = tenant_id(&s, "bank").await;
     let clinic = tenant_id(&s, "clinic").await;
     // A second replica: its own state, writer task and pool on the same database and keys.
@@ -148,7 +144,7 @@ async fn tampering_in_the_database_is_detected() {
     let admin = s.admin_token().await;
     let mut tenants = Vec::new();
     for slug in ["updated", "deleted", "swapped", "truncated", "erased"] {
-        s.tenant(&admin, slug).await;
+        make_tenant(&s, slug).await;
         let id = tenant_id(&s, slug).await;
         record_many(&s.state, &id, 10).await;
         assert_ok(&verify(&s.state.db, &id).await.unwrap(), 10);
@@ -266,7 +262,7 @@ fn check_independently(jwks: &Value, jws: &str) -> Value {
 async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     let s = Server::start().await;
     let admin = s.admin_token().await;
-    s.tenant(&admin, "bank").await;
+    make_tenant(&s, "bank").await;
     let bank = tenant_id(&s, "bank").await;
     let url = serve_with_audit(&s).await;
     record_many(&s.state, &bank, 30).await;
@@ -309,15 +305,8 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     assert!(verify_checkpoint(&jwks, &parts.join(".")).is_err());
 
     // Rotating the tenant's token signing keys (even an emergency) leaves audit keys alone.
-    let (st, body) = s
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/bank/keys/rotate",
-            &admin,
-            Some(json!({"emergency": true})),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
+    // (Directly: the admin API would add a `keys.rotated` event to this chain.)
+    s.state.keys.rotate(&bank, true).await.unwrap();
     let after: Value = s.http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(after, jwks);
     check_independently(&after, &jws);
@@ -367,7 +356,7 @@ fn base64_url(s: &str) -> String {
 async fn query_pages_and_large_export_streams() {
     let s = Server::start().await;
     let admin = s.admin_token().await;
-    s.tenant(&admin, "bank").await;
+    make_tenant(&s, "bank").await;
     let bank = tenant_id(&s, "bank").await;
     let url = serve_with_audit(&s).await;
     const N: usize = 20_000;

@@ -72,6 +72,15 @@ pub async fn create(
     let t = managed_tenant(&state, &who, &slug).await?;
     let (c, secret) = clients::create(&state, &t, body, who.is_platform()).await?;
     tracing::info!(client_id = %c.id, tenant = %t.slug, "client created");
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "client.created",
+        None,
+        serde_json::to_value(view(&c, None)).unwrap_or_default(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(&c, secret))))
 }
 
@@ -115,6 +124,7 @@ pub async fn update(
 ) -> Result<Json<ClientView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut c = (*client(&state, &t.id, &id).await?).clone();
+    let before = view(&c, None);
     if body
         .token_endpoint_auth_method
         .is_some_and(|m| (m == AuthMethod::None) != c.is_public())
@@ -127,6 +137,15 @@ pub async fn update(
     body.apply(&mut c, &t, who.is_platform())?;
     store::clients::update(&state.db, &c.to_row()).await?;
     state.clients.forget(&c.id);
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "client.updated",
+        None,
+        serde_json::json!({"before": before, "after": view(&c, None)}),
+    )
+    .await?;
     Ok(Json(view(&c, None)))
 }
 
@@ -146,6 +165,15 @@ pub async fn delete(
     }
     store::clients::delete(&state.db, &t.id, &c.id).await?;
     state.clients.forget(&c.id);
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "client.deleted",
+        None,
+        serde_json::json!({"client_id": c.id}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -160,5 +188,14 @@ pub async fn rotate_secret(
     let t = managed_tenant(&state, &who, &slug).await?;
     let c = client(&state, &t.id, &id).await?;
     let secret = clients::rotate_secret(&state, &c).await?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "client.secret_rotated",
+        None,
+        serde_json::json!({"client_id": c.id}),
+    )
+    .await?;
     Ok(Json(view(&c, Some(secret))))
 }

@@ -73,6 +73,14 @@ pub async fn rotate(
         .rotate(&t.id, emergency)
         .await
         .map_err(crate::error::Error::from)?;
-    tracing::info!(tenant = %t.slug, emergency, "signing keys rotated");
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "keys.rotated",
+        None,
+        serde_json::json!({"emergency": emergency}),
+    )
+    .await?;
     list(State(state), who, Path(slug)).await
 }

@@ -85,3 +85,23 @@ pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, view
         next_cursor,
     }
 }
+
+/// Records a management change (who, what; before/after for non-personal fields). The change
+/// is acknowledged only once its event committed.
+pub async fn audit(
+    state: &AppState,
+    who: &Principal,
+    tenant_id: &str,
+    kind: &str,
+    user_id: Option<&str>,
+    data: serde_json::Value,
+) -> Result<(), Problem> {
+    let mut e = crate::audit::Event::new(tenant_id, kind)
+        .actor(who.client_id())
+        .data(data);
+    if let Some(u) = user_id {
+        e = e.user(u);
+    }
+    state.audit.record(e).await.map_err(|e| Problem::internal(&e))?;
+    Ok(())
+}

@@ -69,6 +69,15 @@ pub async fn create(
     )
     .await?;
     tracing::info!(tenant = %t.slug, by = %who.client_id(), "tenant created");
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "tenant.created",
+        None,
+        serde_json::json!({"slug": t.slug, "name": t.name, "policy": t.policy}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(&state, &t))))
 }
 
@@ -133,6 +142,15 @@ pub async fn update(
     .await?;
     state.tenants.forget(&t);
     let t = state.tenants.by_id(&t.id).await?.ok_or_else(Problem::not_found)?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "tenant.updated",
+        None,
+        serde_json::json!({"after": {"name": t.name, "policy": t.policy}}),
+    )
+    .await?;
     Ok(Json(view(&state, &t)))
 }
 
@@ -150,5 +168,14 @@ pub async fn delete(
     }
     store::tenants::delete(&state.db, &t.id).await?;
     state.tenants.forget(&t);
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "tenant.deleted",
+        None,
+        serde_json::json!({"slug": t.slug}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -49,6 +49,15 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UserView>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = users::create(&state, &t, body).await?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "user.created",
+        Some(&u.id),
+        serde_json::json!({"password_set": u.password_hash.is_some()}),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&u))))
 }
 
@@ -112,6 +121,15 @@ pub async fn update(
         u.status = s;
     }
     store::users::update_profile(&state.db, &u).await?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "user.updated",
+        Some(&id),
+        serde_json::json!({"status": u.status}),
+    )
+    .await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
 
@@ -125,6 +143,10 @@ pub async fn delete(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     store::users::delete(&state.db, &t.id, &u.id).await?;
+    crate::audit::erase_user(&state.db, &t.id, &u.id)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    super::audit(&state, &who, &t.id, "user.deleted", Some(&u.id), serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -140,6 +162,15 @@ pub async fn set_password(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     users::set_password(&state, &t, &u, &body.password, body.temporary).await?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "user.password_set",
+        Some(&u.id),
+        serde_json::json!({"temporary": body.temporary}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -156,6 +187,7 @@ pub async fn lock(
     u.status = "locked".into();
     u.tokens_valid_after = store::now();
     store::users::update_profile(&state.db, &u).await?;
+    super::audit(&state, &who, &t.id, "user.locked", Some(&id), serde_json::json!({})).await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
 
@@ -174,6 +206,7 @@ pub async fn unlock(
         u.status = "active".into();
         store::users::update_profile(&state.db, &u).await?;
     }
+    super::audit(&state, &who, &t.id, "user.unlocked", Some(&id), serde_json::json!({})).await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
 
@@ -308,5 +341,15 @@ pub async fn import(
             },
         });
     }
+    let created = out.iter().filter(|r| r.status == "created").count();
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "users.imported",
+        None,
+        serde_json::json!({"created": created, "refused": out.len() - created}),
+    )
+    .await?;
     Ok(Json(out))
 }

@@ -234,3 +234,9 @@ impl From<crate::store::StoreError> for OAuthError {
         OAuthError::server_error(&e)
     }
 }
+
+impl From<crate::audit::AuditError> for OAuthError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        OAuthError::server_error(&e)
+    }
+}

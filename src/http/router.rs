@@ -76,6 +76,10 @@ pub fn admin_api(import_max_body_bytes: usize) -> (Router<AppState>, utoipa::ope
         .routes(routes!(admin::clients::rotate_secret))
         .routes(routes!(admin::keys::list))
         .routes(routes!(admin::keys::rotate))
+        .routes(routes!(admin::audit::list))
+        .routes(routes!(admin::audit::export))
+        .routes(routes!(admin::audit::verify))
+        .routes(routes!(admin::audit::checkpoint))
         .split_for_parts()
 }
 
@@ -108,6 +112,7 @@ pub fn router(state: AppState) -> Router {
             get(oidc::discovery::openid_configuration),
         )
         .route("/jwks.json", get(oidc::discovery::jwks))
+        .route("/audit-keys.json", get(admin::audit::audit_keys))
         .route("/authorize", get(oidc::authorize::get).post(oidc::authorize::post))
         .route(
             "/consent",

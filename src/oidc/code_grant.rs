@@ -43,16 +43,24 @@ pub async fn authorization_code(
             tenant_id,
         } => {
             // RFC 6749 §4.1.2: a code used twice revokes what it produced.
-            if let Some(jti) = issued_jti {
+            if let Some(jti) = &issued_jti {
                 state
                     .revocations
-                    .revoke(&jti, &tenant_id, store::now() + MAX_TOKEN_TTL as i64 + CLOCK_SKEW)
+                    .revoke(jti, &tenant_id, store::now() + MAX_TOKEN_TTL as i64 + CLOCK_SKEW)
                     .await?;
             }
-            if let Some(f) = issued_family {
-                store::refresh::revoke_family(&state.db.pool, &f).await?;
+            if let Some(f) = &issued_family {
+                store::refresh::revoke_family(&state.db.pool, f).await?;
             }
-            tracing::warn!(target: "unicred::audit", event = "code.replayed", client_id = %client.id, "authorization code replayed; its tokens are revoked");
+            super::audit(
+                state,
+                &tenant_id,
+                &client.id,
+                None,
+                "code.replayed",
+                serde_json::json!({"revoked_jti": issued_jti, "revoked_family": issued_family}),
+            )
+            .await?;
             return Err(OAuthError::invalid_grant(
                 "invalid, expired or already used authorization code",
             ));
@@ -117,6 +125,15 @@ pub async fn authorization_code(
     )
     .await?;
     store::codes::record_issued(&state.db, &code_hash, &issued.jti, issued.family.as_deref()).await?;
+    super::audit(
+        state,
+        &tenant.id,
+        &client.id,
+        Some(&user.id),
+        "token.issued",
+        serde_json::json!({"grant": "authorization_code", "jti": issued.jti, "family": issued.family}),
+    )
+    .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "authorization_code").increment(1);
     Ok(issued.response)
 }
@@ -144,7 +161,15 @@ pub async fn refresh_token(
         Used::Reused { family_id, tenant_id } => {
             store::refresh::revoke_family(&mut *tx, &family_id).await?;
             tx.commit().await.map_err(store::StoreError::from)?;
-            tracing::warn!(target: "unicred::audit", event = "refresh.reused", tenant_id = %tenant_id, family_id = %family_id, "refresh token reused; family revoked");
+            super::audit(
+                state,
+                &tenant_id,
+                &client.id,
+                None,
+                "refresh.reused",
+                serde_json::json!({"family": family_id}),
+            )
+            .await?;
             return Err(invalid());
         }
         Used::Unknown => return Err(invalid()),
@@ -202,6 +227,15 @@ pub async fn refresh_token(
     )
     .await?;
     tx.commit().await.map_err(store::StoreError::from)?;
+    super::audit(
+        state,
+        &tenant.id,
+        &client.id,
+        Some(&user.id),
+        "token.refreshed",
+        serde_json::json!({"jti": issued.jti, "family": issued.family}),
+    )
+    .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "refresh_token").increment(1);
     Ok(issued.response)
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
+use crate::audit::Event;
 use crate::authn::{self, ACR_PWD, AuthnError};
 use crate::clients::Client;
 use crate::http::extract::Path;
@@ -177,7 +178,7 @@ pub async fn submit(
             "Your organisation requires a second factor, which is not available yet.",
         );
     }
-    if let Err(e) = authn::fully_authenticated(&state, &tenant, &ok).await {
+    if let Err(e) = authn::fully_authenticated(&state, &tenant, &tx.client, &ok, "pwd").await {
         return internal(&tenant, &e);
     }
     match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
@@ -196,6 +197,13 @@ pub async fn submit(
             Ok(x) => x,
             Err(e) => return internal(&tenant, &e),
         };
+    let e = Event::new(&tenant.id, "session.started")
+        .user(&ok.user.id)
+        .client(&tx.client.id)
+        .ip(Some(ip));
+    if let Err(e) = state.audit.record(e).await {
+        return internal(&tenant, &e);
+    }
     after_login(&state, &tenant, &tx.client, tx.req, &s, cookies).await
 }
 

@@ -96,6 +96,15 @@ async fn logout(state: &AppState, slug: &str, headers: &HeaderMap, raw: &[u8], c
                     }
                 },
             };
+            let _ = super::audit(
+                state,
+                &tenant.id,
+                &client_id,
+                None,
+                "session.ended",
+                serde_json::json!({"via": "rp_logout"}),
+            )
+            .await;
             let cleared = match session::end(state, &tenant, headers).await {
                 Ok(c) => c,
                 Err(e) => return internal(&tenant, &e),

@@ -27,3 +27,20 @@ use crate::tenants::Tenant;
 pub async fn tenant(state: &AppState, slug: &str) -> Result<Arc<Tenant>, OAuthError> {
     state.tenants.by_slug(slug).await?.ok_or_else(OAuthError::not_found)
 }
+
+/// Records a token event; the response waits for it (nothing acknowledged is unaudited).
+pub async fn audit(
+    state: &AppState,
+    tenant_id: &str,
+    client_id: &str,
+    user_id: Option<&str>,
+    kind: &str,
+    data: serde_json::Value,
+) -> Result<(), OAuthError> {
+    let mut e = crate::audit::Event::new(tenant_id, kind).client(client_id).data(data);
+    if let Some(u) = user_id {
+        e = e.user(u);
+    }
+    state.audit.record(e).await?;
+    Ok(())
+}

@@ -31,6 +31,15 @@ pub async fn revoke(
     {
         if tenant_id == tenant.id && client_id == client.id {
             store::refresh::revoke_family(&state.db.pool, &family).await?;
+            super::audit(
+                &state,
+                &tenant.id,
+                &client.id,
+                None,
+                "token.revoked",
+                serde_json::json!({"family": family}),
+            )
+            .await?;
             metrics::counter!("unicred_tokens_revoked_total").increment(1);
         }
         return Ok(StatusCode::OK);
@@ -41,6 +50,15 @@ pub async fn revoke(
     {
         let until = claims.exp + crate::tenants::CLOCK_SKEW;
         state.revocations.revoke(&claims.jti, &tenant.id, until).await?;
+        super::audit(
+            &state,
+            &tenant.id,
+            &client.id,
+            None,
+            "token.revoked",
+            serde_json::json!({"jti": claims.jti}),
+        )
+        .await?;
         metrics::counter!("unicred_tokens_revoked_total").increment(1);
     }
     Ok(StatusCode::OK)

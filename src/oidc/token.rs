@@ -130,6 +130,15 @@ async fn client_credentials(
     let token = access::issue(state, tenant, &claims)
         .await
         .map_err(|e| OAuthError::server_error(&e))?;
+    super::audit(
+        state,
+        &tenant.id,
+        &client.id,
+        None,
+        "token.issued",
+        serde_json::json!({"grant": "client_credentials", "jti": claims.jti, "scope": claims.scope}),
+    )
+    .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "client_credentials").increment(1);
     Ok(TokenResponse {
         access_token: token,
@@ -185,6 +194,15 @@ async fn login_ticket(
         },
         user_tokens::Refresh::None,
         None,
+    )
+    .await?;
+    super::audit(
+        state,
+        &tenant.id,
+        &client.id,
+        Some(&user.id),
+        "token.issued",
+        serde_json::json!({"grant": "login_ticket", "jti": issued.jti}),
     )
     .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "login_ticket").increment(1);

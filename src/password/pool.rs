@@ -68,6 +68,14 @@ impl HashPool {
         self.workers
     }
 
+    /// Whether `tenant` could queue a job now: callers shed early, before doing any other
+    /// work for a request the pool would refuse anyway.
+    pub fn has_room(&self, tenant: &str) -> bool {
+        let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = q.by_tenant.get(tenant).map_or(0, VecDeque::len);
+        !q.closed && q.len < self.capacity && mine < self.tenant_share
+    }
+
     /// Queues `f` for `tenant` and awaits its result; `Busy` at once if there is no room.
     pub async fn run<R, F>(&self, tenant: &str, f: F) -> Result<R, Busy>
     where

@@ -35,12 +35,25 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
     .execute(&db.pool)
     .await?;
     for _ in 0..8 {
-        let (failures, next_allowed_at): (i64, i64) =
+        // A concurrent full sign-in may delete the row between the insert and this read.
+        let row: Option<(i64, i64)> =
             sqlx::query_as("select failures, next_allowed_at from throttles where tenant_id = $1 and username = $2")
                 .bind(tenant_id)
                 .bind(username)
-                .fetch_one(&db.pool)
+                .fetch_optional(&db.pool)
                 .await?;
+        let Some((failures, next_allowed_at)) = row else {
+            sqlx::query(
+                "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) values ($1, $2, 0, 0, $3) \
+                 on conflict (tenant_id, username) do nothing",
+            )
+            .bind(tenant_id)
+            .bind(username)
+            .bind(t)
+            .execute(&db.pool)
+            .await?;
+            continue;
+        };
         if next_allowed_at > t {
             return Ok(Reservation::Throttled {
                 retry_after: next_allowed_at - t,
