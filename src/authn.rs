@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::clients::Client;
+use crate::mfa;
 use crate::password::PasswordError;
-use crate::store::{self, throttle, tickets::Ticket, users::UserRow};
+use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 
 pub const ACR_PWD: &str = "urn:unicred:acr:pwd";
@@ -24,16 +25,26 @@ pub enum Step {
         login_ticket: String,
         expires_in: i64,
     },
-    /// The tenant requires a second factor and the user has none yet; enrolment comes with
-    /// the second-factor capability. No ticket is issued.
-    MfaEnrollRequired,
+    /// The user has second factors: one of them must follow, with this state token.
+    MfaRequired {
+        state_token: String,
+        factors: Vec<&'static str>,
+    },
+    /// The tenant requires a second factor and the user has none: enrolment only.
+    MfaEnrollRequired { state_token: String },
 }
+
+/// State tokens live 5 minutes and die after 5 failures.
+pub const STATE_TTL: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthnError {
     /// Unknown user, wrong password, disabled, locked or throttled: one answer for all.
     #[error("invalid credentials")]
     InvalidCredentials,
+    /// A wrong, replayed or throttled second factor, or a dead state token.
+    #[error("invalid factor")]
+    InvalidFactor,
     #[error("busy")]
     Busy,
     #[error("internal: {0}")]
@@ -205,8 +216,17 @@ pub async fn password(
     ip: IpAddr,
 ) -> Result<Step, AuthnError> {
     let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
+    let has_factor = mfa::has_confirmed(state, tenant, &ok.user.id).await.map_err(internal)?;
+    if has_factor {
+        let token = new_state(state, tenant, client, &ok, "mfa").await?;
+        return Ok(Step::MfaRequired {
+            state_token: token,
+            factors: vec!["totp", "recovery_code"],
+        });
+    }
     if mfa_blocks(tenant) {
-        return Ok(Step::MfaEnrollRequired);
+        let token = new_state(state, tenant, client, &ok, "enroll").await?;
+        return Ok(Step::MfaEnrollRequired { state_token: token });
     }
     fully_authenticated(state, tenant, client, &ok, "pwd").await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd"], ACR_PWD).await?;
@@ -215,6 +235,212 @@ pub async fn password(
         login_ticket: ticket,
         expires_in: TICKET_TTL,
     })
+}
+
+fn internal(e: impl std::fmt::Display) -> AuthnError {
+    AuthnError::Internal(e.to_string())
+}
+
+pub async fn new_state(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    ok: &PasswordOk,
+    purpose: &str,
+) -> Result<String, AuthnError> {
+    let token = crate::crypto::random_token::<32>();
+    let row = StateRow {
+        tenant_id: tenant.id.clone(),
+        client_id: client.id.clone(),
+        user_id: ok.user.id.clone(),
+        purpose: purpose.into(),
+        throttle_key: ok.throttle_key.clone(),
+        failures: 0,
+    };
+    store::factors::create_state(&state.db, &ticket_hash(&token), &row, store::now() + STATE_TTL).await?;
+    Ok(token)
+}
+
+/// A live state token of this tenant and client, for `purpose`.
+async fn load_state(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+) -> Result<StateRow, AuthnError> {
+    if token.len() > 128 {
+        return Err(AuthnError::InvalidFactor);
+    }
+    store::factors::state(&state.db, &ticket_hash(token))
+        .await?
+        .filter(|s| s.tenant_id == tenant.id && s.client_id == client.id && s.purpose == purpose)
+        .ok_or(AuthnError::InvalidFactor)
+}
+
+/// A second-factor attempt counts toward the account's throttling like a password attempt;
+/// a correct password never resets it — only full authentication does.
+async fn factor_attempt(state: &AppState, tenant: &Tenant, st: &StateRow) -> Result<(), AuthnError> {
+    let rules = throttle::Rules {
+        threshold: tenant.policy.lockout_threshold(),
+        max_delay: tenant.policy.lockout_max_delay(),
+    };
+    match throttle::reserve(&state.db, &tenant.id, &st.throttle_key, &rules).await? {
+        throttle::Reservation::Allowed => Ok(()),
+        throttle::Reservation::Throttled { .. } => Err(AuthnError::InvalidFactor),
+    }
+}
+
+async fn factor_failed(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    st: &StateRow,
+    kind: &str,
+) -> AuthnError {
+    if let Err(e) = store::factors::fail_state(&state.db, &ticket_hash(token)).await {
+        return internal(e);
+    }
+    let e = Event::new(&tenant.id, "mfa.failure")
+        .user(&st.user_id)
+        .client(&client.id)
+        .data(serde_json::json!({ "factor": kind }));
+    match state.audit.record(e).await {
+        Ok(_) => AuthnError::InvalidFactor,
+        Err(e) => internal(e),
+    }
+}
+
+/// After a verified second factor: consume the state token and reach full authentication.
+async fn factor_success(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    st: &StateRow,
+) -> Result<PasswordOk, AuthnError> {
+    if !store::factors::consume_state(&state.db, &ticket_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
+    let user = store::users::get(&state.db, &tenant.id, &st.user_id)
+        .await?
+        .filter(|u| u.status == "active")
+        .ok_or(AuthnError::InvalidFactor)?;
+    let ok = PasswordOk {
+        user,
+        throttle_key: st.throttle_key.clone(),
+    };
+    fully_authenticated(state, tenant, client, &ok, AMR_MFA).await?;
+    Ok(ok)
+}
+
+/// `amr` after a password and a one-time code.
+pub const AMR_MFA: &str = "pwd otp";
+
+/// Verifies a second factor (`totp` or `recovery_code`) for a state token of `purpose`.
+pub async fn verify_factor(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+    kind: &str,
+    code: &str,
+) -> Result<PasswordOk, AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
+    factor_attempt(state, tenant, &st).await?;
+    let ok = match kind {
+        "totp" => mfa::check_totp(state, tenant, &st.user_id, code, None)
+            .await
+            .map_err(internal)?
+            .is_some(),
+        "recovery_code" => mfa::use_recovery_code(state, tenant, &st.user_id, code)
+            .await
+            .map_err(internal)?,
+        _ => false,
+    };
+    if !ok {
+        return Err(factor_failed(state, tenant, client, token, &st, kind).await);
+    }
+    factor_success(state, tenant, client, token, &st).await
+}
+
+/// `POST /authn/factors/{totp|recovery_code}`.
+pub async fn factor(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    kind: &str,
+    code: &str,
+) -> Result<Step, AuthnError> {
+    let ok = verify_factor(state, tenant, client, token, "mfa", kind, code).await?;
+    let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
+    Ok(Step::Success {
+        user_id: ok.user.id,
+        login_ticket: ticket,
+        expires_in: TICKET_TTL,
+    })
+}
+
+/// `POST /authn/enroll/totp`: the enrolment-only state token may start a TOTP factor.
+pub async fn enroll_totp(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+) -> Result<mfa::Enrolment, AuthnError> {
+    let st = load_state(state, tenant, client, token, "enroll").await?;
+    let user = store::users::get(&state.db, &tenant.id, &st.user_id)
+        .await?
+        .ok_or(AuthnError::InvalidFactor)?;
+    mfa::enroll_totp(state, tenant, &user.id, &user.username)
+        .await
+        .map_err(internal)
+}
+
+/// `POST /authn/enroll/totp/confirm`: a valid code confirms the factor, issues recovery codes
+/// and completes the sign-in.
+pub async fn enroll_confirm(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    code: &str,
+) -> Result<(Step, Vec<String>), AuthnError> {
+    let st = load_state(state, tenant, client, token, "enroll").await?;
+    factor_attempt(state, tenant, &st).await?;
+    let pending = store::factors::for_user(&state.db, &tenant.id, &st.user_id)
+        .await?
+        .into_iter()
+        .rev()
+        .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP)
+        .ok_or(AuthnError::InvalidFactor)?;
+    let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id))
+        .await
+        .map_err(internal)?;
+    if verified.is_none() || !store::factors::confirm(&state.db, &tenant.id, &pending.id).await? {
+        return Err(factor_failed(state, tenant, client, token, &st, "totp").await);
+    }
+    let codes = mfa::new_recovery_codes(state, tenant, &st.user_id)
+        .await
+        .map_err(internal)?;
+    let e = Event::new(&tenant.id, "mfa.enrolled")
+        .user(&st.user_id)
+        .client(&client.id)
+        .data(serde_json::json!({ "factor": "totp" }));
+    state.audit.record(e).await.map_err(internal)?;
+    let ok = factor_success(state, tenant, client, token, &st).await?;
+    let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
+    Ok((
+        Step::Success {
+            user_id: ok.user.id,
+            login_ticket: ticket,
+            expires_in: TICKET_TTL,
+        },
+        codes,
+    ))
 }
 
 /// Re-hashes with the tenant's current parameters and pepper; a failure only costs the upgrade.

@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line; everything else lives here so the CLI, the tests
 //! and the benches share one path.
 
+pub mod account;
 pub mod admin;
 pub mod app;
 pub mod audit;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod http;
+pub mod mfa;
 pub mod oidc;
 pub mod password;
 pub mod store;

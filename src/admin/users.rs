@@ -121,6 +121,9 @@ pub async fn update(
         u.status = s;
     }
     store::users::update_profile(&state.db, &u).await?;
+    if u.status != "active" {
+        store::sessions::delete_for_user(&state.db, &t.id, &id).await?;
+    }
     super::audit(
         &state,
         &who,
@@ -143,6 +146,7 @@ pub async fn delete(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     store::users::delete(&state.db, &t.id, &u.id).await?;
+    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
     crate::audit::erase_user(&state.db, &t.id, &u.id)
         .await
         .map_err(|e| Problem::internal(&e))?;
@@ -162,6 +166,7 @@ pub async fn set_password(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     users::set_password(&state, &t, &u, &body.password, body.temporary).await?;
+    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
     super::audit(
         &state,
         &who,
@@ -187,6 +192,7 @@ pub async fn lock(
     u.status = "locked".into();
     u.tokens_valid_after = store::now();
     store::users::update_profile(&state.db, &u).await?;
+    store::sessions::delete_for_user(&state.db, &t.id, &id).await?;
     super::audit(&state, &who, &t.id, "user.locked", Some(&id), serde_json::json!({})).await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
@@ -352,4 +358,80 @@ pub async fn import(
     )
     .await?;
     Ok(Json(out))
+}
+
+/// The user's second factors (never their secrets).
+#[utoipa::path(get, path = "/admin/v1/tenants/{slug}/users/{id}/factors", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = Vec<crate::mfa::FactorView>), (status = 404)))]
+pub async fn factors(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<Vec<crate::mfa::FactorView>>, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let u = user(&state, &t.id, &id).await?;
+    let rows = store::factors::for_user(&state.db, &t.id, &u.id).await?;
+    Ok(Json(rows.iter().map(crate::mfa::FactorView::from).collect()))
+}
+
+/// Remove a second factor (support reset).
+#[utoipa::path(delete, path = "/admin/v1/tenants/{slug}/users/{id}/factors/{factor_id}",
+    params(("slug" = String, Path), ("id" = String, Path), ("factor_id" = String, Path)), responses((status = 204), (status = 404)))]
+pub async fn factor_delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id, factor_id)): Path<(String, String, String)>,
+) -> Result<StatusCode, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let u = user(&state, &t.id, &id).await?;
+    if !store::factors::delete(&state.db, &t.id, &u.id, &factor_id).await? {
+        return Err(Problem::not_found());
+    }
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "mfa.removed",
+        Some(&u.id),
+        serde_json::json!({"factor_id": factor_id}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The user's live SSO sessions.
+#[utoipa::path(get, path = "/admin/v1/tenants/{slug}/users/{id}/sessions", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 200), (status = 404)))]
+pub async fn sessions(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<Json<Vec<serde_json::Value>>, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let u = user(&state, &t.id, &id).await?;
+    let rows = store::sessions::for_user(&state.db, &t.id, &u.id).await?;
+    Ok(Json(rows.iter().map(crate::account::session_view).collect()))
+}
+
+/// End every session (and session-bound refresh token) of the user.
+#[utoipa::path(delete, path = "/admin/v1/tenants/{slug}/users/{id}/sessions", params(("slug" = String, Path), ("id" = String, Path)),
+    responses((status = 204), (status = 404)))]
+pub async fn sessions_delete(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((slug, id)): Path<(String, String)>,
+) -> Result<StatusCode, Problem> {
+    let t = managed_tenant(&state, &who, &slug).await?;
+    let u = user(&state, &t.id, &id).await?;
+    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
+    super::audit(
+        &state,
+        &who,
+        &t.id,
+        "session.ended",
+        Some(&u.id),
+        serde_json::json!({"via": "admin"}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -348,6 +348,14 @@ impl Keyring {
         (tag.iter().map(|b| format!("{b:02x}")).collect(), version)
     }
 
+    /// HMAC-SHA-256 under a given HMAC key version (`None` if this process lacks it).
+    pub fn hmac_version(&self, version: u32, parts: &[&[u8]]) -> (Option<String>, u32) {
+        let tag = self
+            .mac(version, parts)
+            .map(|m| m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect());
+        (tag, version)
+    }
+
     /// Constant-time check of a hex tag made by `hmac_current`.
     pub fn hmac_verify(&self, version: u32, parts: &[&[u8]], tag_hex: &str) -> bool {
         let Some(mac) = self.mac(version, parts) else {

@@ -14,10 +14,10 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::admin;
 use crate::app::AppState;
 use crate::http::{metrics, ops, ratelimit};
 use crate::oidc;
+use crate::{account, admin};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -66,6 +66,9 @@ pub fn admin_api(import_max_body_bytes: usize) -> (Router<AppState>, utoipa::ope
         .routes(routes!(admin::users::lock))
         .routes(routes!(admin::users::unlock))
         .routes(routes!(admin::users::throttle))
+        .routes(routes!(admin::users::factors))
+        .routes(routes!(admin::users::factor_delete))
+        .routes(routes!(admin::users::sessions, admin::users::sessions_delete))
         .merge(import)
         .routes(routes!(admin::clients::create, admin::clients::list))
         .routes(routes!(
@@ -104,7 +107,11 @@ pub fn router(state: AppState) -> Router {
     let credentials = Router::new()
         .route("/introspect", post(oidc::introspect::introspect))
         .route("/authn", post(oidc::authn::authn))
+        .route("/authn/factors/{kind}", post(oidc::authn::factor))
+        .route("/authn/enroll/totp", post(oidc::authn::enroll_totp))
+        .route("/authn/enroll/totp/confirm", post(oidc::authn::enroll_confirm))
         .route("/login", get(oidc::login::show).post(oidc::login::submit))
+        .route("/login/mfa", post(oidc::login::mfa_submit))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(
@@ -119,6 +126,18 @@ pub fn router(state: AppState) -> Router {
             get(oidc::login::consent_show).post(oidc::login::consent_submit),
         )
         .route("/logout", get(oidc::logout::get).post(oidc::logout::post))
+        .route("/account/factors", get(account::factors))
+        .route("/account/factors/{id}", axum::routing::delete(account::factor_delete))
+        .route("/account/totp", post(account::totp_start))
+        .route("/account/totp/{id}/confirm", post(account::totp_confirm))
+        .route("/account/recovery-codes", post(account::recovery_codes))
+        .route("/account/password", post(account::password))
+        .route("/account/sessions", get(account::sessions))
+        .route("/account/sessions/{id}", axum::routing::delete(account::session_delete))
+        .route(
+            "/account/consents/{client_id}",
+            axum::routing::delete(account::consent_delete),
+        )
         .merge(cross_origin)
         .merge(credentials);
 

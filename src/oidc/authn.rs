@@ -64,23 +64,142 @@ pub async fn authn(
         return Ok(too_many(wait));
     }
     match authn::password(&state, &tenant, &client, &body.username, &body.password, ip).await {
-        Ok(Step::Success {
+        Ok(step) => Ok(step_response(step, None)),
+        Err(e) => error_response(e),
+    }
+}
+
+fn step_response(step: Step, recovery_codes: Option<Vec<String>>) -> Response {
+    let mut body = match step {
+        Step::Success {
             user_id,
             login_ticket,
             expires_in,
-        }) => Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"status": "SUCCESS", "user_id": user_id, "login_ticket": login_ticket, "expires_in": expires_in}),
-        )),
-        Ok(Step::MfaEnrollRequired) => Ok(json(
-            StatusCode::OK,
-            serde_json::json!({"status": "MFA_ENROLL_REQUIRED"}),
-        )),
-        Err(AuthnError::InvalidCredentials) => Ok(json(
+        } => {
+            serde_json::json!({"status": "SUCCESS", "user_id": user_id, "login_ticket": login_ticket, "expires_in": expires_in})
+        }
+        Step::MfaRequired { state_token, factors } => {
+            let factors: Vec<_> = factors.iter().map(|f| serde_json::json!({"type": f})).collect();
+            serde_json::json!({"status": "MFA_REQUIRED", "state_token": state_token, "factors": factors})
+        }
+        Step::MfaEnrollRequired { state_token } => {
+            serde_json::json!({"status": "MFA_ENROLL_REQUIRED", "state_token": state_token})
+        }
+    };
+    if let Some(codes) = recovery_codes {
+        body["recovery_codes"] = codes.into();
+    }
+    json(StatusCode::OK, body)
+}
+
+fn error_response(e: AuthnError) -> Result<Response, OAuthError> {
+    match e {
+        AuthnError::InvalidCredentials => Ok(json(
             StatusCode::UNAUTHORIZED,
             serde_json::json!({"error": "invalid_credentials"}),
         )),
-        Err(AuthnError::Busy) => Err(OAuthError::busy()),
-        Err(AuthnError::Internal(e)) => Err(OAuthError::server_error(&e)),
+        AuthnError::InvalidFactor => Ok(json(
+            StatusCode::UNAUTHORIZED,
+            serde_json::json!({"error": "invalid_factor"}),
+        )),
+        AuthnError::Busy => Err(OAuthError::busy()),
+        AuthnError::Internal(e) => Err(OAuthError::server_error(&e)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactorBody {
+    state_token: String,
+    code: Option<Zeroizing<String>>,
+    client_id: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
+}
+
+/// The shared prologue of the factor endpoints: tenant, JSON body, client authentication.
+async fn factor_request(
+    state: &AppState,
+    slug: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<
+    (
+        std::sync::Arc<crate::tenants::Tenant>,
+        std::sync::Arc<crate::clients::Client>,
+        FactorBody,
+    ),
+    OAuthError,
+> {
+    let tenant = super::tenant(state, slug).await?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(OAuthError::invalid_request("content type must be application/json"));
+    }
+    let b: FactorBody = serde_json::from_slice(body)
+        .map_err(|_| OAuthError::invalid_request("body must be {\"state_token\", \"code\"}"))?;
+    let secret = b.client_secret.as_ref().map(|s| s.as_str());
+    let client = client_auth::authenticate_with(state, &tenant, headers, b.client_id.as_deref(), secret, false).await?;
+    if !client.authn_api {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use the sign-in API",
+        ));
+    }
+    Ok((tenant, client, b))
+}
+
+/// `POST /authn/factors/{kind}` with `totp` or `recovery_code`.
+pub async fn factor(
+    State(state): State<AppState>,
+    Path((slug, kind)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    if kind != "totp" && kind != "recovery_code" {
+        return Err(OAuthError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request",
+            "unknown factor type",
+        ));
+    }
+    let code = b.code.as_ref().map(|c| c.as_str()).unwrap_or_default();
+    match authn::factor(&state, &tenant, &client, &b.state_token, &kind, code).await {
+        Ok(step) => Ok(step_response(step, None)),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /authn/enroll/totp`.
+pub async fn enroll_totp(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    match authn::enroll_totp(&state, &tenant, &client, &b.state_token).await {
+        Ok(e) => Ok(json(
+            StatusCode::OK,
+            serde_json::json!({"factor_id": e.factor_id, "secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_png_base64": e.qr_png_base64}),
+        )),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /authn/enroll/totp/confirm`.
+pub async fn enroll_confirm(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    let code = b.code.as_ref().map(|c| c.as_str()).unwrap_or_default();
+    match authn::enroll_confirm(&state, &tenant, &client, &b.state_token, code).await {
+        Ok((step, codes)) => Ok(step_response(step, Some(codes))),
+        Err(e) => error_response(e),
     }
 }

@@ -247,7 +247,13 @@ async fn proceed(
     };
     let now = store::now();
     let fresh_enough = |s: &SessionRow| req.max_age.is_none_or(|m| s.auth_time + m >= now);
-    let usable = session.filter(|s| !req.prompt.iter().any(|p| p == "login") && fresh_enough(s));
+    // Step-up: `acr_values` asking for mfa needs a session that had a second factor.
+    let wants_mfa = req
+        .acr_values
+        .as_deref()
+        .is_some_and(|v| v.split(' ').any(|a| a == crate::authn::ACR_MFA));
+    let strong_enough = |s: &SessionRow| !wants_mfa || s.acr == crate::authn::ACR_MFA;
+    let usable = session.filter(|s| !req.prompt.iter().any(|p| p == "login") && fresh_enough(s) && strong_enough(s));
     let fail = |e: &str, d: &str| error_redirect(state, tenant, &req.redirect_uri, req.state.as_deref(), e, d);
     match usable {
         Some(s) => after_login(state, tenant, client, req, &s, Vec::new()).await,

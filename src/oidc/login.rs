@@ -148,7 +148,7 @@ pub async fn submit(
     let device = |key: &str| session::device_for(&state, &tenant, &headers, key);
     let ok = match authn::check_password(&state, &tenant, &tx.client, username, &password, ip, device).await {
         Ok(ok) => ok,
-        Err(AuthnError::InvalidCredentials) => {
+        Err(AuthnError::InvalidCredentials | AuthnError::InvalidFactor) => {
             let shown: String = username.chars().take(256).collect();
             return login_page(
                 &state,
@@ -171,6 +171,16 @@ pub async fn submit(
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
+    match crate::mfa::has_confirmed(&state, &tenant, &ok.user.id).await {
+        Ok(true) => {
+            return match authn::new_state(&state, &tenant, &tx.client, &ok, "page").await {
+                Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None),
+                Err(e) => internal(&tenant, &e),
+            };
+        }
+        Ok(false) => {}
+        Err(e) => return internal(&tenant, &e),
+    }
     if authn::mfa_blocks(&tenant) {
         return error_page(
             StatusCode::FORBIDDEN,
@@ -300,4 +310,103 @@ pub async fn consent_submit(
         return internal(&tenant, &e);
     }
     issue_code(&state, &tenant, tx.req, &s).await
+}
+
+fn mfa_page(
+    state: &AppState,
+    tenant: &Tenant,
+    tx: &Tx,
+    token: &str,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let ctx = minijinja::context! {
+        tenant_name => &tenant.name,
+        action => format!("{}/login/mfa", state.config.issuer(&tenant.slug)),
+        tx => &tx.id,
+        csrf => &tx.csrf,
+        state => token,
+        error => error,
+    };
+    page(status, "mfa.html", ctx, Some(&tx.req.redirect_uri))
+}
+
+/// The second-factor step of the login page: the same state machine and throttling as the
+/// sign-in API; a session (with `acr` mfa) starts only after it.
+pub async fn mfa_submit(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let tenant = match tenant_or_page(&state, &slug).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let f = form(&body);
+    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
+        Ok(tx) => tx,
+        Err(r) => return r,
+    };
+    if !csrf_ok(&tx, field(&f, "csrf")) {
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "The form has expired. Please try again.",
+        );
+    }
+    let token = field(&f, "state").unwrap_or_default().to_string();
+    let kind = field(&f, "kind").unwrap_or("totp");
+    let code = zeroize::Zeroizing::new(field(&f, "code").unwrap_or_default().to_string());
+    let ok = match authn::verify_factor(&state, &tenant, &tx.client, &token, "page", kind, &code).await {
+        Ok(ok) => ok,
+        Err(AuthnError::InvalidFactor | AuthnError::InvalidCredentials) => {
+            return mfa_page(
+                &state,
+                &tenant,
+                &tx,
+                &token,
+                StatusCode::UNAUTHORIZED,
+                Some("That code is not valid."),
+            );
+        }
+        Err(AuthnError::Busy) => {
+            return error_page(StatusCode::SERVICE_UNAVAILABLE, &tenant.name, "The service is busy.");
+        }
+        Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
+    };
+    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                &tenant.name,
+                "This sign-in was already completed.",
+            );
+        }
+        Err(e) => return internal(&tenant, &e),
+    }
+    let started = session::start(
+        &state,
+        &tenant,
+        &headers,
+        &ok.user.id,
+        &ok.throttle_key,
+        authn::AMR_MFA,
+        authn::ACR_MFA,
+    )
+    .await;
+    let (s, cookies) = match started {
+        Ok(x) => x,
+        Err(e) => return internal(&tenant, &e),
+    };
+    let e = Event::new(&tenant.id, "session.started")
+        .user(&ok.user.id)
+        .client(&tx.client.id)
+        .ip(Some(ip));
+    if let Err(e) = state.audit.record(e).await {
+        return internal(&tenant, &e);
+    }
+    after_login(&state, &tenant, &tx.client, tx.req, &s, cookies).await
 }

@@ -14,6 +14,7 @@ fn env() -> &'static Environment<'static> {
             ("layout.html", include_str!("../../templates/layout.html")),
             ("login.html", include_str!("../../templates/login.html")),
             ("consent.html", include_str!("../../templates/consent.html")),
+            ("mfa.html", include_str!("../../templates/mfa.html")),
             ("logout.html", include_str!("../../templates/logout.html")),
             ("error.html", include_str!("../../templates/error.html")),
         ] {

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod clients;
 pub mod codes;
 pub mod consents;
+pub mod factors;
 pub mod keys;
 pub mod refresh;
 pub mod revocations;

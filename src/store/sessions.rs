@@ -122,3 +122,33 @@ pub async fn end_transaction(db: &Db, id_hash: &str) -> Result<bool> {
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<SessionRow>> {
+    Ok(sqlx::query_as(
+        "select id_hash, tenant_id, user_id, auth_time, amr, acr, created_at, last_seen, expires_at from sessions \
+         where tenant_id = $1 and user_id = $2 and expires_at > $3 order by created_at",
+    )
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(now())
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+/// Ends every session of a user (and the refresh tokens bound to them).
+pub async fn delete_for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<()> {
+    sqlx::query(
+        "update refresh_tokens set revoked_at = $1 where tenant_id = $2 and user_id = $3 and revoked_at is null",
+    )
+    .bind(now())
+    .bind(tenant_id)
+    .bind(user_id)
+    .execute(&db.pool)
+    .await?;
+    sqlx::query("delete from sessions where tenant_id = $1 and user_id = $2")
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}

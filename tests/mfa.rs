@@ -1,0 +1,518 @@
+//! Second factors: TOTP (codes from an independent implementation: Python's standard library),
+//! replay and skew, recovery codes, required enrolment, the sign-in API's factor steps, the
+//! account API with its reauthentication window, and step-up on the login pages.
+
+mod common;
+
+use common::Server;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const PW: &str = "violet-harbour-lantern-42";
+
+/// RFC 6238 code for `secret` (base32) at `time`, computed by Python's hmac module.
+fn totp(secret: &str, time: i64) -> String {
+    let script = "import base64,hashlib,hmac,struct,sys\n\
+        s=sys.argv[1]; s+='='*(-len(s)%8); k=base64.b32decode(s)\n\
+        h=hmac.new(k,struct.pack('>Q',int(sys.argv[2])//30),hashlib.sha1).digest(); o=h[-1]&15\n\
+        print('%06d'%((struct.unpack('>I',h[o:o+4])[0]&0x7fffffff)%1000000))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, secret, &time.to_string()])
+        .output()
+        .expect("python3");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+struct T {
+    s: Server,
+    admin: String,
+    id: String,
+    secret: String,
+}
+
+async fn setup() -> T {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    s.user(&admin, "bank", "alice", PW).await;
+    let (id, secret) = s
+        .client(
+            &admin,
+            "bank",
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+        )
+        .await;
+    T { s, admin, id, secret }
+}
+
+impl T {
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .s
+            .http
+            .post(format!("{}/t/bank{path}", self.s.url))
+            .basic_auth(&self.id, Some(&self.secret))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+    }
+    async fn signin(&self, user: &str) -> Value {
+        self.post("/authn", json!({"username": user, "password": PW})).await.1
+    }
+    /// An access token with scope `account` for `user` (who has no factor yet).
+    async fn account_token(&self, user: &str) -> String {
+        let ticket = self.signin(user).await["login_ticket"].as_str().unwrap().to_string();
+        let r: Value = self
+            .s
+            .http
+            .post(format!("{}/t/bank/token", self.s.url))
+            .basic_auth(&self.id, Some(&self.secret))
+            .form(&[
+                ("grant_type", "urn:unicred:grant-type:login-ticket"),
+                ("login_ticket", &ticket),
+                ("scope", "openid account"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        r["access_token"].as_str().unwrap().to_string()
+    }
+    async fn account(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .s
+            .http
+            .request(method, format!("{}/t/bank/account{path}", self.s.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let (st, h) = (r.status().as_u16(), r.headers().clone());
+        (st, r.json().await.unwrap_or(Value::Null), h)
+    }
+    /// Enrols TOTP through the account API; returns (secret, recovery codes, time of the code
+    /// that confirmed it).
+    async fn enrol(&self, user: &str) -> (String, Vec<String>, i64) {
+        let token = self.account_token(user).await;
+        let (st, e, _) = self.account(Method::POST, "/totp", &token, None).await;
+        assert_eq!(st, 200, "{e}");
+        let secret = e["secret"].as_str().unwrap().to_string();
+        assert!(e["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
+        assert!(e["otpauth_uri"].as_str().unwrap().contains("issuer=bank"));
+        assert!(e["qr_png_base64"].as_str().unwrap().starts_with("iVBOR"), "a PNG");
+        let fid = e["factor_id"].as_str().unwrap();
+        let (st, _, _) = self
+            .account(
+                Method::POST,
+                &format!("/totp/{fid}/confirm"),
+                &token,
+                Some(json!({"code": "000000"})),
+            )
+            .await;
+        assert_eq!(st, 422, "a wrong code does not confirm");
+        let at = now();
+        let (st, c, _) = self
+            .account(
+                Method::POST,
+                &format!("/totp/{fid}/confirm"),
+                &token,
+                Some(json!({"code": totp(&secret, at)})),
+            )
+            .await;
+        assert_eq!(st, 200, "{c}");
+        let codes: Vec<String> = c["recovery_codes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(codes.len(), 10);
+        assert!(
+            codes.iter().all(|c| c.replace('-', "").len() == 16),
+            "16 base32 characters: 80 bits"
+        );
+        (secret, codes, at)
+    }
+}
+
+#[tokio::test]
+async fn totp_sign_in_with_replay_and_skew_rules() {
+    let t = setup().await;
+    let (secret, _, base) = t.enrol("alice").await;
+    // The enrolment spent its step: only later steps can sign in from now on.
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "MFA_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "totp"}, {"type": "recovery_code"}]));
+    assert!(r.get("login_ticket").is_none(), "no ticket before the second factor");
+    let st = r["state_token"].as_str().unwrap();
+    // Two steps ahead is outside the ±1 window; the current step was already used (replay).
+    for (offset, why) in [(60, "outside the window"), (0, "a spent step")] {
+        let (code, body) = t
+            .post(
+                "/authn/factors/totp",
+                json!({"state_token": st, "code": totp(&secret, base + offset)}),
+            )
+            .await;
+        assert_eq!((code, body["error"].as_str()), (401, Some("invalid_factor")), "{why}");
+    }
+    // One step ahead (skew) is accepted, once.
+    let next = totp(&secret, base + 30);
+    let (code, ok) = t
+        .post("/authn/factors/totp", json!({"state_token": st, "code": next}))
+        .await;
+    assert_eq!(code, 200, "{ok}");
+    let st2 = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    let (code, body) = t
+        .post("/authn/factors/totp", json!({"state_token": st2, "code": next}))
+        .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (401, Some("invalid_factor")),
+        "replay refused"
+    );
+    // A used state token is dead.
+    assert_eq!(
+        t.post(
+            "/authn/factors/totp",
+            json!({"state_token": st, "code": totp(&secret, base + 30)})
+        )
+        .await
+        .0,
+        401
+    );
+    // The ticket's tokens say mfa.
+    let ticket = ok["login_ticket"].as_str().unwrap();
+    let tok: Value =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&t.id, Some(&t.secret))
+            .form(&[
+                ("grant_type", "urn:unicred:grant-type:login-ticket"),
+                ("login_ticket", ticket),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let idt = tok["id_token"].as_str().unwrap();
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(idt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["acr"], "urn:unicred:acr:mfa");
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]));
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn recovery_codes_are_single_use_and_malformed_factors_change_nothing() {
+    let t = setup().await;
+    let (_, codes, _) = t.enrol("alice").await;
+    let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    for bad in [
+        json!({}),
+        json!({"state_token": 5}),
+        json!({"state_token": st, "code": "x", "extra": 1}),
+    ] {
+        assert_eq!(t.post("/authn/factors/totp", bad).await.0, 400);
+    }
+    assert_eq!(
+        t.post("/authn/factors/sms", json!({"state_token": st, "code": "1"}))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        t.post(
+            "/authn/factors/totp",
+            json!({"state_token": "garbage", "code": "123456"})
+        )
+        .await
+        .0,
+        401
+    );
+    assert_eq!(
+        t.post(
+            "/authn/factors/totp",
+            json!({"state_token": st, "code": "1".repeat(100)})
+        )
+        .await
+        .0,
+        401
+    );
+    let (code, _) = t
+        .post(
+            "/authn/factors/recovery_code",
+            json!({"state_token": st, "code": codes[0].to_lowercase()}),
+        )
+        .await;
+    assert_eq!(code, 200, "recovery codes are case-insensitive");
+    let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    assert_eq!(
+        t.post(
+            "/authn/factors/recovery_code",
+            json!({"state_token": st, "code": codes[0]})
+        )
+        .await
+        .0,
+        401,
+        "single use"
+    );
+    assert_eq!(
+        t.post(
+            "/authn/factors/recovery_code",
+            json!({"state_token": st, "code": codes[1]})
+        )
+        .await
+        .0,
+        200
+    );
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn second_factor_failures_count_toward_throttling() {
+    let t = setup().await;
+    let (secret, _, _) = t.enrol("alice").await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"lockout_threshold": 3}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // password (1) + two wrong codes (2, 3) reach the threshold; the correct password did not reset it.
+    let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            t.post("/authn/factors/totp", json!({"state_token": st, "code": "000000"}))
+                .await
+                .0,
+            401
+        );
+    }
+    // The account's counter holds the password attempt and both factor failures, and a delay
+    // now applies (the correct password did not reset anything).
+    let (_, page) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = page["items"][0]["id"].as_str().unwrap();
+    let (_, th) =
+        t.s.admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/users/{uid}/throttle"),
+            &t.admin,
+            None,
+        )
+        .await;
+    assert_eq!(th["failures"], 3, "{th}");
+    assert!(th["next_allowed_at"].as_i64().unwrap() > 0);
+    // Within the delay even a valid code is refused.
+    if now() < th["next_allowed_at"].as_i64().unwrap() {
+        let (code, _) = t
+            .post(
+                "/authn/factors/totp",
+                json!({"state_token": st, "code": totp(&secret, now() + 30)}),
+            )
+            .await;
+        assert_eq!(code, 401, "throttled even with a valid code");
+    }
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn required_policy_forces_enrolment_before_any_ticket() {
+    let t = setup().await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"mfa": "required"}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
+    assert!(r.get("login_ticket").is_none());
+    let st = r["state_token"].as_str().unwrap();
+    // The enrolment token is not a factor token.
+    assert_eq!(
+        t.post("/authn/factors/totp", json!({"state_token": st, "code": "123456"}))
+            .await
+            .0,
+        401
+    );
+    let (code, e) = t.post("/authn/enroll/totp", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{e}");
+    let secret = e["secret"].as_str().unwrap();
+    assert_eq!(
+        t.post(
+            "/authn/enroll/totp/confirm",
+            json!({"state_token": st, "code": "000000"})
+        )
+        .await
+        .0,
+        401
+    );
+    let (code, done) = t
+        .post(
+            "/authn/enroll/totp/confirm",
+            json!({"state_token": st, "code": totp(secret, now())}),
+        )
+        .await;
+    assert_eq!(code, 200, "{done}");
+    assert_eq!(done["status"], "SUCCESS");
+    assert_eq!(done["recovery_codes"].as_array().unwrap().len(), 10);
+    // Removing the only factor of a required tenant is refused.
+    let r = t.signin("alice").await;
+    let st = r["state_token"].as_str().unwrap();
+    let codes = done["recovery_codes"].as_array().unwrap();
+    let (_, ok) = t
+        .post(
+            "/authn/factors/recovery_code",
+            json!({"state_token": st, "code": codes[0]}),
+        )
+        .await;
+    let ticket = ok["login_ticket"].as_str().unwrap();
+    let tok: Value =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&t.id, Some(&t.secret))
+            .form(&[
+                ("grant_type", "urn:unicred:grant-type:login-ticket"),
+                ("login_ticket", ticket),
+                ("scope", "openid account"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let token = tok["access_token"].as_str().unwrap();
+    let (_, factors, _) = t.account(Method::GET, "/factors", token, None).await;
+    let fid = factors[0]["id"].as_str().unwrap();
+    assert!(
+        factors[0].get("secret").is_none() && factors[0].get("secret_ct").is_none(),
+        "never secrets"
+    );
+    let (code, _, _) = t.account(Method::DELETE, &format!("/factors/{fid}"), token, None).await;
+    assert_eq!(code, 409);
+    // The admin can reset it (support).
+    let (_, page) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = page["items"][0]["id"].as_str().unwrap();
+    let (st, _) =
+        t.s.admin(
+            Method::DELETE,
+            &format!("/admin/v1/tenants/bank/users/{uid}/factors/{fid}"),
+            &t.admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 204);
+    assert_eq!(t.signin("alice").await["status"], "MFA_ENROLL_REQUIRED");
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn account_changes_need_a_recent_authentication() {
+    let t = setup().await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"reauth_window_seconds": 5}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let token = t.account_token("alice").await;
+    let (code, sessions, _) = t.account(Method::GET, "/sessions", &token, None).await;
+    assert_eq!(
+        (code, sessions.as_array().map(Vec::len)),
+        (200, Some(0)),
+        "the sign-in API makes no SSO session"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(6000)).await;
+    let (code, body, h) = t.account(Method::POST, "/totp", &token, None).await;
+    assert_eq!(code, 401, "{body}");
+    let www = h["www-authenticate"].to_str().unwrap();
+    assert!(
+        www.contains("insufficient_user_authentication") && www.contains("max_age=5"),
+        "{www}"
+    );
+    // Reading is fine; a token without the account scope is not.
+    assert_eq!(t.account(Method::GET, "/factors", &token, None).await.0, 200);
+    let (_, cc) = t.s.token("bank", &t.id, &t.secret, &[]).await;
+    assert_eq!(
+        t.account(
+            Method::GET,
+            "/factors",
+            cc["access_token"].as_str().unwrap_or("x"),
+            None
+        )
+        .await
+        .0,
+        401
+    );
+    // Password change: wrong current password refused; a fresh sign-in can change it.
+    let fresh = t.account_token("alice").await;
+    let (code, _, _) = t
+        .account(
+            Method::POST,
+            "/password",
+            &fresh,
+            Some(json!({"current_password": "nope-nope-nope", "new_password": "a brand new passphrase 77"})),
+        )
+        .await;
+    assert_eq!(code, 422);
+    let (code, b, _) = t
+        .account(
+            Method::POST,
+            "/password",
+            &fresh,
+            Some(json!({"current_password": PW, "new_password": "a brand new passphrase 77"})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
+    assert_eq!(
+        t.post("/authn", json!({"username": "alice", "password": PW})).await.0,
+        401
+    );
+    assert_eq!(
+        t.post(
+            "/authn",
+            json!({"username": "alice", "password": "a brand new passphrase 77"})
+        )
+        .await
+        .0,
+        200
+    );
+    t.s.stop().await;
+}
