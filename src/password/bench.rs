@@ -53,7 +53,10 @@ pub fn run(cmd: Command) -> Result<(), Box<dyn std::error::Error>> {
             let one = median(params, 15)?;
             let single = throughput(params, 1, 2.0);
             let multi = throughput(params, threads.max(1), 3.0);
-            println!("argon2id m={m_kib} KiB t={t} p={p}");
+            println!(
+                "argon2id m={m_kib} KiB t={t} p={p}, compression path: {}",
+                argon2::active_backend_name()
+            );
             println!(
                 "1 thread:  median {:.2} ms/hash, {single:.1} hashes/s",
                 one.as_secs_f64() * 1e3
