@@ -131,6 +131,16 @@ impl From<Error> for Problem {
                 p.errors = Some(serde_json::to_value(violations).unwrap_or_default());
                 p
             }
+            Error::Store(e) if e.is_unavailable() => {
+                tracing::warn!(error = %e, "database unavailable");
+                let mut p = Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Temporarily unavailable, retry later",
+                );
+                p.retry_after = Some(2);
+                p
+            }
             Error::Store(e) => Problem::internal(&e),
             Error::Keys(e) => Problem::internal(&e),
         }
@@ -231,6 +241,12 @@ impl IntoResponse for OAuthError {
 
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            let mut o = OAuthError::busy();
+            o.retry_after = Some(2);
+            return o;
+        }
         OAuthError::server_error(&e)
     }
 }

@@ -36,6 +36,14 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+impl StoreError {
+    /// The database cannot be reached right now (pool timeout, connection lost): a 503 with
+    /// `Retry-After`, not a 500, so clients and proxies retry instead of giving up.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+    }
+}
+
 /// Turns a unique-constraint violation into `Conflict(what)`.
 pub(crate) fn on_unique(what: &'static str) -> impl Fn(sqlx::Error) -> StoreError {
     move |e| match e.as_database_error() {
