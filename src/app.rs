@@ -33,6 +33,8 @@ pub struct AppState {
     /// Web origins registered by a tenant's clients (CORS), at most one second old.
     pub origins: Arc<crate::cache::TtlCache<String, Arc<Vec<String>>>>,
     pub metrics: PrometheusHandle,
+    /// The WebAuthn relying party (RP ID and origin from `public_url`).
+    pub webauthn: Arc<webauthn_rs::Webauthn>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +69,7 @@ impl AppState {
             user_standing: Arc::new(crate::cache::TtlCache::new(std::time::Duration::from_secs(1), 100_000)),
             origins: Arc::new(crate::cache::TtlCache::new(std::time::Duration::from_secs(1), 10_000)),
             metrics: crate::http::metrics::handle(),
+            webauthn: crate::mfa::webauthn::build(&config),
             config: Arc::new(config),
             db,
             keyring,

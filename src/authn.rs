@@ -14,6 +14,8 @@ use crate::password::PasswordError;
 use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 
+pub mod webauthn;
+
 pub const ACR_PWD: &str = "urn:unicred:acr:pwd";
 pub const ACR_MFA: &str = "urn:unicred:acr:mfa";
 /// Login tickets are redeemed server to server right away.
@@ -221,7 +223,9 @@ pub async fn password(
         let token = new_state(state, tenant, client, &ok, "mfa").await?;
         return Ok(Step::MfaRequired {
             state_token: token,
-            factors: vec!["totp", "recovery_code"],
+            factors: mfa::webauthn::offered_factors(state, tenant, &ok.user.id)
+                .await
+                .map_err(internal)?,
         });
     }
     if mfa_blocks(tenant) {
@@ -319,6 +323,7 @@ async fn factor_success(
     client: &Client,
     token: &str,
     st: &StateRow,
+    amr: &str,
 ) -> Result<PasswordOk, AuthnError> {
     if !store::factors::consume_state(&state.db, &ticket_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
@@ -331,7 +336,7 @@ async fn factor_success(
         user,
         throttle_key: st.throttle_key.clone(),
     };
-    fully_authenticated(state, tenant, client, &ok, AMR_MFA).await?;
+    fully_authenticated(state, tenant, client, &ok, amr).await?;
     Ok(ok)
 }
 
@@ -363,7 +368,7 @@ pub async fn verify_factor(
     if !ok {
         return Err(factor_failed(state, tenant, client, token, &st, kind).await);
     }
-    factor_success(state, tenant, client, token, &st).await
+    factor_success(state, tenant, client, token, &st, AMR_MFA).await
 }
 
 /// `POST /authn/factors/{totp|recovery_code}`.
@@ -431,7 +436,7 @@ pub async fn enroll_confirm(
         .client(&client.id)
         .data(serde_json::json!({ "factor": "totp" }));
     state.audit.record(e).await.map_err(internal)?;
-    let ok = factor_success(state, tenant, client, token, &st).await?;
+    let ok = factor_success(state, tenant, client, token, &st, AMR_MFA).await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
     Ok((
         Step::Success {

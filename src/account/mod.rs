@@ -21,6 +21,8 @@ use crate::store::{self, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 use crate::tokens::access::{self, AccessClaims};
 
+pub mod webauthn;
+
 /// A signed-in user of the tenant named in the path.
 pub struct AccountUser {
     pub tenant: Arc<Tenant>,

@@ -107,6 +107,8 @@ pub fn router(state: AppState) -> Router {
     let credentials = Router::new()
         .route("/introspect", post(oidc::introspect::introspect))
         .route("/authn", post(oidc::authn::authn))
+        .route("/authn/factors/webauthn/options", post(oidc::authn::webauthn::options))
+        .route("/authn/factors/webauthn", post(oidc::authn::webauthn::factor))
         .route("/authn/factors/{kind}", post(oidc::authn::factor))
         .route("/authn/enroll/totp", post(oidc::authn::enroll_totp))
         .route("/authn/enroll/totp/confirm", post(oidc::authn::enroll_confirm))
@@ -130,6 +132,11 @@ pub fn router(state: AppState) -> Router {
         .route("/account/factors/{id}", axum::routing::delete(account::factor_delete))
         .route("/account/totp", post(account::totp_start))
         .route("/account/totp/{id}/confirm", post(account::totp_confirm))
+        .route(
+            "/account/webauthn/register/options",
+            post(account::webauthn::register_options),
+        )
+        .route("/account/webauthn/register", post(account::webauthn::register))
         .route("/account/recovery-codes", post(account::recovery_codes))
         .route("/account/password", post(account::password))
         .route("/account/sessions", get(account::sessions))

@@ -12,6 +12,8 @@ use crate::crypto::Purpose;
 use crate::store::{self, StoreError, factors::FactorRow};
 use crate::tenants::Tenant;
 
+pub mod webauthn;
+
 pub const KIND_TOTP: &str = "totp";
 const RECOVERY_CODES: usize = 10;
 

@@ -18,6 +18,8 @@ use crate::http::ratelimit::{ClientIp, too_many};
 
 use super::client_auth;
 
+pub mod webauthn;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Body {

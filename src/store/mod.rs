@@ -15,6 +15,7 @@ pub mod tenants;
 pub mod throttle;
 pub mod tickets;
 pub mod users;
+pub mod webauthn;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -40,7 +41,10 @@ impl StoreError {
     /// The database cannot be reached right now (pool timeout, connection lost): a 503 with
     /// `Retry-After`, not a 500, so clients and proxies retry instead of giving up.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed))
+        matches!(
+            self,
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
+        )
     }
 }
 

@@ -1,0 +1,367 @@
+//! WebAuthn credentials (webauthn-rs passkeys: user verification required) as a second factor.
+//! One relying party for the whole deployment: RP ID = the host of `public_url`, origin =
+//! `public_url`'s origin. Ceremony state is kept in the database for five minutes and spent
+//! once, keyed by the SHA-256 of the challenge (which comes back inside the client data), so
+//! a ceremony begun on one replica can finish on any other.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use webauthn_rs::prelude::{
+    CreationChallengeResponse, Passkey, PasskeyAuthentication, PasskeyRegistration, PublicKeyCredential,
+    RegisterPublicKeyCredential, RequestChallengeResponse, Uuid, WebauthnError,
+};
+use webauthn_rs::{Webauthn, WebauthnBuilder};
+
+use super::MfaError;
+use crate::app::AppState;
+use crate::audit::Event;
+use crate::config::Config;
+use crate::store::{self, StoreError, webauthn as db};
+use crate::tenants::Tenant;
+
+pub const KIND_WEBAUTHN: &str = "webauthn";
+/// A ceremony must finish within this many seconds of its options.
+pub const CEREMONY_TTL: i64 = 300;
+
+/// The relying party, from `public_url` (validated at configuration time: a host, not an IP).
+pub fn build(config: &Config) -> Arc<Webauthn> {
+    let url = &config.public_url;
+    let rp_id = url.host_str().unwrap_or("localhost").to_string();
+    let origin = url::Url::parse(&url.origin().ascii_serialization()).unwrap_or_else(|_| url.clone());
+    let w = WebauthnBuilder::new(&rp_id, &origin)
+        .and_then(|b| b.rp_name("unicred").build())
+        .expect("public_url is a valid WebAuthn relying party");
+    Arc::new(w)
+}
+
+fn internal(e: impl std::fmt::Display) -> MfaError {
+    MfaError::Internal(e.to_string())
+}
+
+/// The WebAuthn user handle: the user id when it is a UUID (always, for unicred's own ids).
+fn user_handle(tenant_id: &str, user_id: &str) -> Uuid {
+    Uuid::parse_str(user_id).unwrap_or_else(|_| {
+        let h = Sha256::digest(format!("{tenant_id}\0{user_id}").as_bytes());
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&h[..16]);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    })
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn challenge_hash(challenge: &[u8]) -> String {
+    Sha256::digest(challenge).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The challenge a client echoes in its client data (base64url, padded or not).
+fn echoed_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
+    let v: serde_json::Value = serde_json::from_slice(client_data_json).ok()?;
+    let c = v.get("challenge")?.as_str()?.trim_end_matches('=');
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()
+}
+
+/// The user's passkeys with their rows, skipping (and logging) any that no longer parse.
+async fn passkeys(
+    state: &AppState,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<Vec<(db::CredentialRow, Passkey)>, MfaError> {
+    let rows = db::for_user(&state.db, tenant_id, user_id).await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| match serde_json::from_str::<Passkey>(&r.credential) {
+            Ok(p) => Some((r, p)),
+            Err(e) => {
+                tracing::warn!(factor_id = %r.id, error = %e, "stored WebAuthn credential unreadable");
+                None
+            }
+        })
+        .collect())
+}
+
+/// The second factors to offer a user who has at least one: each confirmed kind, and
+/// recovery codes.
+pub async fn offered_factors(state: &AppState, tenant: &Tenant, user_id: &str) -> Result<Vec<&'static str>, MfaError> {
+    let rows = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
+    let mut out = Vec::new();
+    for kind in [super::KIND_TOTP, KIND_WEBAUTHN] {
+        if rows.iter().any(|f| f.kind == kind && f.confirmed != 0) {
+            out.push(kind);
+        }
+    }
+    out.push("recovery_code");
+    Ok(out)
+}
+
+async fn save_ceremony(
+    state: &AppState,
+    tenant_id: &str,
+    user_id: &str,
+    client_id: Option<&str>,
+    kind: &str,
+    challenge: &[u8],
+    ceremony: &serde_json::Value,
+) -> Result<(), MfaError> {
+    if let Err(e) = db::purge_expired(&state.db).await {
+        tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
+    }
+    let st = serde_json::to_string(ceremony).map_err(internal)?;
+    db::create_challenge(
+        &state.db,
+        &db::Challenge {
+            id_hash: &challenge_hash(challenge),
+            tenant_id,
+            user_id,
+            client_id,
+            kind,
+            state: &st,
+            expires_at: store::now() + CEREMONY_TTL,
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Starts registering a passkey named `name`; the user's existing credentials are excluded.
+pub async fn register_options(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    username: &str,
+    name: &str,
+) -> Result<CreationChallengeResponse, MfaError> {
+    let exclude: Vec<_> = passkeys(state, &tenant.id, user_id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p.cred_id().clone())
+        .collect();
+    let (ccr, reg) = state
+        .webauthn
+        .start_passkey_registration(user_handle(&tenant.id, user_id), username, username, Some(exclude))
+        .map_err(internal)?;
+    let ceremony = serde_json::json!({"name": name, "registration": reg});
+    save_ceremony(
+        state,
+        &tenant.id,
+        user_id,
+        None,
+        "register",
+        &ccr.public_key.challenge,
+        &ceremony,
+    )
+    .await?;
+    Ok(ccr)
+}
+
+/// Finishes a registration: the new factor's id, or `None` for an unknown, spent, expired or
+/// invalid ceremony, or a credential the tenant already has.
+pub async fn register_finish(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    credential: &RegisterPublicKeyCredential,
+) -> Result<Option<String>, MfaError> {
+    let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
+        return Ok(None);
+    };
+    let Some(st) = db::take_challenge(
+        &state.db,
+        &challenge_hash(&challenge),
+        &tenant.id,
+        user_id,
+        None,
+        "register",
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
+    let reg: PasskeyRegistration = serde_json::from_value(ceremony["registration"].clone()).map_err(internal)?;
+    let name = ceremony["name"].as_str().unwrap_or("Passkey");
+    let passkey = match state.webauthn.finish_passkey_registration(credential, &reg) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::info!(error = %e, "WebAuthn registration refused");
+            return Ok(None);
+        }
+    };
+    let id = store::new_id();
+    let json = serde_json::to_string(&passkey).map_err(internal)?;
+    let created = db::create(
+        &state.db,
+        &db::NewCredential {
+            id: &id,
+            tenant_id: &tenant.id,
+            user_id,
+            name,
+            cred_id: &b64url(passkey.cred_id()),
+            credential: &json,
+        },
+    )
+    .await;
+    match created {
+        Ok(()) => Ok(Some(id)),
+        Err(StoreError::Conflict(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Starts an assertion for the sign-in API client `client_id`: `None` if the user has no
+/// WebAuthn credential.
+pub async fn authenticate_options(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    client_id: &str,
+) -> Result<Option<RequestChallengeResponse>, MfaError> {
+    let keys: Vec<Passkey> = passkeys(state, &tenant.id, user_id)
+        .await?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let (rcr, auth) = state.webauthn.start_passkey_authentication(&keys).map_err(internal)?;
+    let ceremony = serde_json::json!({"authentication": auth});
+    save_ceremony(
+        state,
+        &tenant.id,
+        user_id,
+        Some(client_id),
+        "authenticate",
+        &rcr.public_key.challenge,
+        &ceremony,
+    )
+    .await?;
+    Ok(Some(rcr))
+}
+
+/// A verified assertion.
+pub struct Asserted {
+    pub factor_id: String,
+    /// The credential may be synced to other devices (`swk` rather than `hwk`).
+    pub backup_eligible: bool,
+    pub user_verified: bool,
+}
+
+/// The stored signature counter of a passkey.
+fn counter(p: &Passkey) -> u32 {
+    serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v["cred"]["counter"].as_u64())
+        .unwrap_or(0) as u32
+}
+
+/// Checks an assertion against the ceremony it answers and the user's credentials; updates the
+/// credential's counter and backup state. `None` for anything not accepted; a counter at or
+/// below the stored one is refused and recorded as `mfa.clone_detected`.
+pub async fn authenticate_finish(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    client_id: &str,
+    credential: &PublicKeyCredential,
+) -> Result<Option<Asserted>, MfaError> {
+    let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
+        return Ok(None);
+    };
+    let Some(st) = db::take_challenge(
+        &state.db,
+        &challenge_hash(&challenge),
+        &tenant.id,
+        user_id,
+        Some(client_id),
+        "authenticate",
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
+    let auth: PasskeyAuthentication = serde_json::from_value(ceremony["authentication"].clone()).map_err(internal)?;
+    // The ceremony carries the credentials as they were at its start; check against the
+    // current rows too, so a counter another replica accepted since is not accepted again.
+    let current = passkeys(state, &tenant.id, user_id).await?;
+    let used = current.iter().find(|(_, p)| p.cred_id() == &credential.raw_id);
+    let result = state.webauthn.finish_passkey_authentication(credential, &auth);
+    let (row, passkey) = match (result, used) {
+        (Ok(res), Some((row, p))) => {
+            let stored = counter(p);
+            if (res.counter() > 0 || stored > 0) && res.counter() <= stored {
+                clone_detected(state, tenant, user_id, &row.id, res.counter(), stored).await?;
+                return Ok(None);
+            }
+            let mut p = p.clone();
+            p.update_credential(&res);
+            let asserted = Asserted {
+                factor_id: row.id.clone(),
+                backup_eligible: res.backup_eligible(),
+                user_verified: res.user_verified(),
+            };
+            ((row, asserted), p)
+        }
+        (Err(WebauthnError::CredentialPossibleCompromise), Some((row, p))) => {
+            clone_detected(state, tenant, user_id, &row.id, 0, counter(p)).await?;
+            return Ok(None);
+        }
+        (Err(e), _) => {
+            tracing::info!(error = %e, "WebAuthn assertion refused");
+            return Ok(None);
+        }
+        (Ok(_), None) => return Ok(None),
+    };
+    let (row, asserted) = row;
+    let json = serde_json::to_string(&passkey).map_err(internal)?;
+    if !db::update_credential(&state.db, &row.id, &row.credential, &json).await? {
+        return Ok(None);
+    }
+    Ok(Some(asserted))
+}
+
+async fn clone_detected(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    factor_id: &str,
+    presented: u32,
+    stored: u32,
+) -> Result<(), MfaError> {
+    tracing::warn!(%factor_id, presented, stored, "WebAuthn signature counter regressed: possible cloned authenticator");
+    let e = Event::new(&tenant.id, "mfa.clone_detected")
+        .user(user_id)
+        .data(serde_json::json!({"factor": KIND_WEBAUTHN, "factor_id": factor_id, "counter": presented, "stored_counter": stored}));
+    state.audit.record(e).await.map_err(internal)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_echoed_challenge_is_read_padded_or_not() {
+        let bytes = [0xfbu8, 0xff, 0x01, 0x02, 0x03];
+        let unpadded = b64url(&bytes);
+        for c in [unpadded.clone(), format!("{unpadded}===")] {
+            let cd = serde_json::json!({"type": "webauthn.get", "challenge": c, "origin": "https://id.example"});
+            assert_eq!(echoed_challenge(cd.to_string().as_bytes()), Some(bytes.to_vec()));
+        }
+        assert_eq!(echoed_challenge(b"not json"), None);
+        assert_eq!(echoed_challenge(br#"{"challenge": 5}"#), None);
+    }
+
+    #[test]
+    fn user_handles_are_the_uuid_or_a_stable_hash() {
+        let id = "6f1c2b7e-3a4d-4e5f-8a9b-0c1d2e3f4a5b";
+        assert_eq!(user_handle("t", id).to_string(), id);
+        assert_eq!(user_handle("t", "legacy-42"), user_handle("t", "legacy-42"));
+        assert_ne!(user_handle("t", "legacy-42"), user_handle("u", "legacy-42"));
+    }
+}

@@ -1,0 +1,91 @@
+//! `POST /authn/factors/webauthn/options` and `POST /authn/factors/webauthn`: the sign-in API's
+//! WebAuthn step, client-authenticated like the other factor endpoints.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::Response;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{client_auth, error_response, json, step_response};
+use crate::app::AppState;
+use crate::authn::webauthn as flow;
+use crate::http::OAuthError;
+use crate::http::extract::Path;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    state_token: String,
+    credential: Option<serde_json::Value>,
+    client_id: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
+}
+
+async fn request(
+    state: &AppState,
+    slug: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<
+    (
+        std::sync::Arc<crate::tenants::Tenant>,
+        std::sync::Arc<crate::clients::Client>,
+        Body,
+    ),
+    OAuthError,
+> {
+    let tenant = crate::oidc::tenant(state, slug).await?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !ct.to_ascii_lowercase().starts_with("application/json") {
+        return Err(OAuthError::invalid_request("content type must be application/json"));
+    }
+    let b: Body = serde_json::from_slice(body)
+        .map_err(|_| OAuthError::invalid_request("body must be {\"state_token\", \"credential\"}"))?;
+    let secret = b.client_secret.as_ref().map(|s| s.as_str());
+    let client = client_auth::authenticate_with(state, &tenant, headers, b.client_id.as_deref(), secret, false).await?;
+    if !client.authn_api {
+        return Err(OAuthError::unauthorized_client(
+            "this client may not use the sign-in API",
+        ));
+    }
+    Ok((tenant, client, b))
+}
+
+/// `POST /authn/factors/webauthn/options` `{"state_token"}` → `{"publicKey": {…}}` for
+/// `navigator.credentials.get`.
+pub async fn options(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    match flow::options(&state, &tenant, &client, &b.state_token).await {
+        Ok(rcr) => Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(rcr).map_err(|e| OAuthError::server_error(&e))?,
+        )),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /authn/factors/webauthn` `{"state_token", "credential"}` → `SUCCESS` with a login
+/// ticket, or 401 `invalid_factor`.
+pub async fn factor(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    let credential = b.credential.unwrap_or(serde_json::Value::Null);
+    match flow::factor(&state, &tenant, &client, &b.state_token, &credential).await {
+        Ok(step) => Ok(step_response(step, None)),
+        Err(e) => error_response(e),
+    }
+}

@@ -1,0 +1,337 @@
+//! WebAuthn as a second factor, with webauthn-authenticator-rs's software passkey as the
+//! authenticator: registration through the account API, the sign-in API's options and
+//! assertion steps, ceremonies that cross server processes, replayed and garbled assertions,
+//! and a signature counter that goes backwards (a cloned authenticator).
+
+mod common;
+
+use base64::Engine;
+use common::Server;
+use reqwest::Method;
+use serde_json::{Value, json};
+use webauthn_authenticator_rs::WebauthnAuthenticator;
+use webauthn_authenticator_rs::softpasskey::SoftPasskey;
+use webauthn_rs::prelude::{CreationChallengeResponse, RequestChallengeResponse, Url};
+
+const PW: &str = "violet-harbour-lantern-42";
+
+struct T {
+    s: Server,
+    id: String,
+    secret: String,
+}
+
+async fn setup() -> T {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    s.user(&admin, "bank", "alice", PW).await;
+    let (id, secret) = s
+        .client(
+            &admin,
+            "bank",
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+        )
+        .await;
+    T { s, id, secret }
+}
+
+/// The origin the browser would report: the server's public URL.
+fn origin(s: &Server) -> Url {
+    Url::parse(s.state.config.public_url.as_str()).unwrap()
+}
+
+async fn post(s: &Server, t: &T, path: &str, body: Value) -> (u16, Value) {
+    let r = s
+        .http
+        .post(format!("{}/t/bank{path}", s.url))
+        .basic_auth(&t.id, Some(&t.secret))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn account(s: &Server, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let r = s
+        .http
+        .request(Method::POST, format!("{}/t/bank/account{path}", s.url))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn redeem(t: &T, ticket: &str, scope: Option<&str>) -> Value {
+    let mut form = vec![
+        ("grant_type", "urn:unicred:grant-type:login-ticket"),
+        ("login_ticket", ticket),
+    ];
+    if let Some(s) = scope {
+        form.push(("scope", s));
+    }
+    t.s.http
+        .post(format!("{}/t/bank/token", t.s.url))
+        .basic_auth(&t.id, Some(&t.secret))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn claims(jwt: &str) -> Value {
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(jwt.split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+impl T {
+    async fn signin(&self) -> Value {
+        post(&self.s, self, "/authn", json!({"username": "alice", "password": PW}))
+            .await
+            .1
+    }
+    /// An access token with scope `account` (alice has no factor yet).
+    async fn account_token(&self) -> String {
+        let r = self.signin().await;
+        let tok = redeem(self, r["login_ticket"].as_str().unwrap(), Some("openid account")).await;
+        tok["access_token"].as_str().unwrap().to_string()
+    }
+    /// Registers `key` through the account API, options from `a`, answer to `b`; returns the
+    /// answer and the account token.
+    async fn register(&self, a: &Server, b: &Server, key: &mut SoftPasskey) -> (Value, String) {
+        let token = self.account_token().await;
+        let (st, opts) = account(a, "/webauthn/register/options", &token, json!({"name": "Laptop"})).await;
+        assert_eq!(st, 200, "{opts}");
+        assert_eq!(opts["publicKey"]["rp"]["id"], "localhost", "{opts}");
+        let ccr: CreationChallengeResponse = serde_json::from_value(opts).unwrap();
+        let cred = key.do_registration(origin(a), ccr).unwrap();
+        let (st, r) = account(b, "/webauthn/register", &token, json!({"credential": cred})).await;
+        assert_eq!(st, 200, "{r}");
+        // The same answer cannot register twice.
+        let (st, again) = account(a, "/webauthn/register", &token, json!({"credential": cred})).await;
+        assert_eq!(st, 422, "{again}");
+        (r, token)
+    }
+    /// Password, then WebAuthn options from `a`: (state token, options).
+    async fn begin(&self, a: &Server) -> (String, RequestChallengeResponse) {
+        let r = post(a, self, "/authn", json!({"username": "alice", "password": PW}))
+            .await
+            .1;
+        assert_eq!(r["status"], "MFA_REQUIRED", "{r}");
+        assert_eq!(r["factors"], json!([{"type": "webauthn"}, {"type": "recovery_code"}]));
+        let st = r["state_token"].as_str().unwrap().to_string();
+        let (code, opts) = post(a, self, "/authn/factors/webauthn/options", json!({"state_token": st})).await;
+        assert_eq!(code, 200, "{opts}");
+        (st, serde_json::from_value(opts).unwrap())
+    }
+    async fn stored_credential(&self) -> String {
+        let (c,): (String,) = sqlx::query_as("select credential from factors where kind = 'webauthn'")
+            .fetch_one(&self.s.state.db.pool)
+            .await
+            .unwrap();
+        c
+    }
+    async fn set_counter(&self, n: u32) {
+        let mut c: Value = serde_json::from_str(&self.stored_credential().await).unwrap();
+        c["cred"]["counter"] = n.into();
+        sqlx::query("update factors set credential = $1 where kind = 'webauthn'")
+            .bind(c.to_string())
+            .execute(&self.s.state.db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_passkey_registers_and_completes_a_sign_in() {
+    let t = setup().await;
+    let mut key = SoftPasskey::new(true);
+    let (r, token) = t.register(&t.s, &t.s, &mut key).await;
+    assert!(r["factor_id"].is_string(), "{r}");
+    assert_eq!(
+        r["recovery_codes"].as_array().map(Vec::len),
+        Some(10),
+        "first factor: {r}"
+    );
+    let listed: Value =
+        t.s.http
+            .get(format!("{}/t/bank/account/factors", t.s.url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(listed[0]["type"], "webauthn", "{listed}");
+    assert_eq!(listed[0]["name"], "Laptop");
+    assert_eq!(listed[0]["confirmed"], true);
+
+    let (st, opts) = t.begin(&t.s).await;
+    let assertion = key.do_authentication(origin(&t.s), opts).unwrap();
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st, "credential": assertion}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["status"], "SUCCESS");
+    let tok = redeem(&t, ok["login_ticket"].as_str().unwrap(), None).await;
+    let c = claims(tok["id_token"].as_str().unwrap());
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa");
+    assert_eq!(
+        c["amr"],
+        json!(["pwd", "hwk", "user"]),
+        "a device-bound key, user verified"
+    );
+    let counter: Value = serde_json::from_str(&t.stored_credential().await).unwrap();
+    assert_eq!(counter["cred"]["counter"], 1, "the counter is kept");
+    // The state token is spent.
+    let (code, _) = post(&t.s, &t, "/authn/factors/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 401);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_ceremony_begun_on_one_process_finishes_on_another() {
+    let t = setup().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(&t.s.db_url, &t.s.keys_dir, tmp.path());
+    cfg.public_url = t.s.state.config.public_url.clone();
+    let b = Server::start_with(cfg, Some(tmp)).await;
+    let mut key = SoftPasskey::new(true);
+    t.register(&t.s, &b, &mut key).await;
+    let (st, opts) = t.begin(&b).await;
+    let assertion = key.do_authentication(origin(&b), opts).unwrap();
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st, "credential": assertion}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["status"], "SUCCESS");
+    b.stop().await;
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn replayed_and_garbled_assertions_are_refused() {
+    let t = setup().await;
+    let mut key = SoftPasskey::new(true);
+    t.register(&t.s, &t.s, &mut key).await;
+    let (st, opts) = t.begin(&t.s).await;
+    let first = key.do_authentication(origin(&t.s), opts).unwrap();
+    let (code, _) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st, "credential": first}),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let before = t.stored_credential().await;
+
+    // A new sign-in with its own challenge: the old assertion (spent challenge), a garbled one
+    // and one with a flipped signature byte are refused and change nothing. (Each counts toward
+    // the account's throttle: three strikes plus the password stay under the threshold of 5.)
+    let (st, opts) = t.begin(&t.s).await;
+    let mut forged = serde_json::to_value(key.do_authentication(origin(&t.s), opts.clone()).unwrap()).unwrap();
+    let sig = forged["response"]["signature"].as_str().unwrap().to_string();
+    let mut raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&sig).unwrap();
+    let last = raw.len() - 1;
+    raw[last] ^= 1;
+    forged["response"]["signature"] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw).into();
+    for (credential, why) in [
+        (serde_json::to_value(&first).unwrap(), "replayed"),
+        (json!({"id": "x", "rawId": "eA", "type": "public-key"}), "garbled"),
+    ] {
+        let (code, body) = post(
+            &t.s,
+            &t,
+            "/authn/factors/webauthn",
+            json!({"state_token": st, "credential": credential}),
+        )
+        .await;
+        assert_eq!(
+            (code, body["error"].as_str()),
+            (401, Some("invalid_factor")),
+            "{why}: {body}"
+        );
+    }
+    assert_eq!(t.stored_credential().await, before, "no state change");
+    // The forged signature spends its challenge but is refused.
+    let (code, _) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st, "credential": forged}),
+    )
+    .await;
+    assert_eq!(code, 401, "bad signature");
+    assert_eq!(t.stored_credential().await, before, "no state change");
+    // The state token survives these strikes: fresh options and a real assertion succeed.
+    let (code, opts) = post(&t.s, &t, "/authn/factors/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{opts}");
+    let good = key
+        .do_authentication(origin(&t.s), serde_json::from_value(opts).unwrap())
+        .unwrap();
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st, "credential": good}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_counter_going_backwards_is_refused_and_audited() {
+    let t = setup().await;
+    let mut key = SoftPasskey::new(true);
+    t.register(&t.s, &t.s, &mut key).await;
+    // Stored counter ahead before the ceremony starts (the library's check) and after it
+    // started (the check against the current row, as another replica may have moved it).
+    for bump_after_options in [false, true] {
+        if !bump_after_options {
+            t.set_counter(1000).await;
+        }
+        let (st, opts) = t.begin(&t.s).await;
+        if bump_after_options {
+            t.set_counter(2000).await;
+        }
+        let assertion = key.do_authentication(origin(&t.s), opts).unwrap();
+        let (code, body) = post(
+            &t.s,
+            &t,
+            "/authn/factors/webauthn",
+            json!({"state_token": st, "credential": assertion}),
+        )
+        .await;
+        assert_eq!((code, body["error"].as_str()), (401, Some("invalid_factor")), "{body}");
+    }
+    let events: Vec<(String,)> =
+        sqlx::query_as("select data from audit_events where kind = 'mfa.clone_detected' order by seq")
+            .fetch_all(&t.s.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let c: Value = serde_json::from_str(&t.stored_credential().await).unwrap();
+    assert_eq!(c["cred"]["counter"], 2000, "a regressed counter is not stored");
+    t.s.stop().await;
+}
