@@ -95,8 +95,14 @@ pub async fn serve(
 /// Periodic clean-up of expired rows.
 async fn maintenance(state: AppState) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    let mut minutes: u64 = 0;
     loop {
         tick.tick().await;
+        minutes += 1;
+        // Hourly, sign each tenant's audit chain head (a checkpoint institutions can keep).
+        if minutes.is_multiple_of(60) {
+            checkpoint_all(&state).await;
+        }
         if let Err(e) = crate::store::revocations::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired revocations failed");
         }
@@ -131,4 +137,24 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+/// Signs a checkpoint of every live tenant's audit chain (a no-op for an unchanged head).
+async fn checkpoint_all(state: &AppState) {
+    let mut after = String::new();
+    loop {
+        let page = match crate::store::tenants::list(&state.db, &after, 200).await {
+            Ok(p) => p,
+            Err(e) => return tracing::warn!(error = %e, "audit checkpoints: listing tenants failed"),
+        };
+        for t in &page {
+            if let Err(e) = state.audit.checkpoint(&t.id).await {
+                tracing::warn!(error = %e, tenant = %t.slug, "audit checkpoint failed");
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 200 => after = last.slug.clone(),
+            _ => return,
+        }
+    }
 }

@@ -55,6 +55,11 @@ pub enum AuthnError {
 
 impl From<store::StoreError> for AuthnError {
     fn from(e: store::StoreError) -> Self {
+        // A database that cannot be reached is a retryable 503, not a 500.
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            return AuthnError::Busy;
+        }
         AuthnError::Internal(e.to_string())
     }
 }

@@ -57,6 +57,19 @@ enum AuditCmd {
         #[arg(long)]
         tenant: Option<String>,
     },
+    /// Sign a checkpoint of the tenant's chain head now.
+    Checkpoint {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Delete the oldest events, up to the newest signed checkpoint before SEQ; the rest of the
+    /// chain still verifies from that checkpoint.
+    Prune {
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        before: i64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -266,6 +279,21 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 )
                 .into());
             }
+        }
+        Command::Audit(AuditCmd::Checkpoint { tenant }) => {
+            let state = AppState::build(config).await?;
+            let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
+            let c = state.audit.checkpoint(&t.id).await?;
+            println!("{}", serde_json::json!({"tenant": t.slug, "seq": c.seq, "kid": c.kid}));
+        }
+        Command::Audit(AuditCmd::Prune { tenant, before }) => {
+            let state = AppState::build(config).await?;
+            let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
+            let p = state.audit.prune(&t.id, before).await?;
+            println!(
+                "{}",
+                serde_json::json!({"tenant": t.slug, "deleted": p.deleted, "chain_starts_after": p.base_seq})
+            );
         }
         Command::Hash(cmd) => crate::password::bench::run(cmd_params(cmd, &config))?,
     }

@@ -121,14 +121,52 @@ async fn security_events_are_recorded_and_the_chain_verifies() {
     };
     let out = cli(&["audit", "verify", "--tenant", "bank"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    sqlx::query("update audit_events set data = '{\"reason\":\"edited\"}' where seq = 3 and tenant_id = (select id from tenants where slug = 'bank')")
+    // Retention: a signed checkpoint, then pruning behind it keeps the chain verifiable.
+    let keys = s.keys_dir.display().to_string();
+    let with_keys = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_unicred"))
+            .args(args)
+            .env_clear()
+            .env("UNICRED_DATABASE_URL", &db)
+            .env("UNICRED_KEYS_DIR", &keys)
+            .output()
+            .unwrap()
+    };
+    let out = with_keys(&["audit", "checkpoint", "--tenant", "bank"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cp: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let head = cp["seq"].as_i64().unwrap();
+    let out = with_keys(&[
+        "audit",
+        "prune",
+        "--tenant",
+        "bank",
+        "--before",
+        &(head + 1).to_string(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pruned: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(pruned["chain_starts_after"], head);
+    let (_, v) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/audit/verify", &admin, None)
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    // New events after pruning, so there is a row to tamper with below.
+    s.admin(Method::POST, "/admin/v1/tenants/bank/keys/rotate", &admin, None)
+        .await;
+    s.admin(Method::POST, "/admin/v1/tenants/bank/keys/rotate", &admin, None)
+        .await;
+    s.admin(Method::POST, "/admin/v1/tenants/bank/keys/rotate", &admin, None)
+        .await;
+    let tampered = head + 2;
+    sqlx::query(sqlx::AssertSqlSafe(format!("update audit_events set data = '{{\"reason\":\"edited\"}}' where seq = {tampered} and tenant_id = (select id from tenants where slug = 'bank')")))
         .execute(&s.state.db.pool)
         .await
         .unwrap();
     let out = cli(&["audit", "verify", "--tenant", "bank"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("broken at sequence 3"),
+        String::from_utf8_lossy(&out.stderr).contains(&format!("broken at sequence {tampered}")),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
