@@ -699,3 +699,46 @@ async fn a_login_started_on_one_process_finishes_on_another() {
     b_srv.stop().await;
     a.s.stop().await;
 }
+
+#[tokio::test]
+async fn cors_answers_only_registered_web_origins() {
+    let t = setup().await;
+    t.app(json!({"web_origins": ["https://app.bank.example"]})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let preflight = |path: &str, origin: &str| {
+        t.s.http
+            .request(Method::OPTIONS, format!("{}{path}", t.s.url))
+            .header("origin", origin.to_string())
+            .header("access-control-request-method", "POST")
+            .send()
+    };
+    let r = preflight("/t/bank/token", "https://app.bank.example").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.bank.example");
+    let r = preflight("/t/bank/token", "https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // The actual request carries the header for a registered origin only.
+    let r =
+        t.s.http
+            .post(format!("{}/t/bank/revoke", t.s.url))
+            .header("origin", "https://app.bank.example")
+            .form(&[("token", "x")])
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://app.bank.example");
+    // Discovery and JWKS: any origin. The account and admin APIs: never.
+    let r =
+        t.s.http
+            .get(format!("{}/t/bank/jwks.json", t.s.url))
+            .header("origin", "https://evil.example")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+    for path in ["/t/bank/account/factors", "/admin/v1/tenants"] {
+        let r = preflight(path, "https://app.bank.example").await.unwrap();
+        assert!(r.headers().get("access-control-allow-origin").is_none(), "{path}");
+    }
+    t.s.stop().await;
+}

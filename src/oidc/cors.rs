@@ -36,9 +36,12 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let slug = req
-        .uri()
-        .path()
+    // Inside the nested `/t/{tenant}` router the URI is stripped; the original names the tenant.
+    let path = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map_or_else(|| req.uri().path().to_string(), |u| u.path().to_string());
+    let slug = path
         .trim_start_matches("/t/")
         .split('/')
         .next()
