@@ -120,6 +120,26 @@ fn csrf_ok(tx: &Tx, presented: Option<&str>) -> bool {
     presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(tx.csrf.as_bytes())))
 }
 
+/// The shared start of every form post: the tenant, the fields, the login transaction they
+/// name, and its CSRF token checked.
+async fn posted_form(
+    state: &AppState,
+    slug: &str,
+    body: &Bytes,
+) -> Result<(std::sync::Arc<Tenant>, Vec<(String, String)>, Tx), Response> {
+    let tenant = tenant_or_page(state, slug).await?;
+    let f = form(body);
+    let tx = load_tx(state, &tenant, field(&f, "tx")).await?;
+    if !csrf_ok(&tx, field(&f, "csrf")) {
+        return Err(error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "The form has expired. Please try again.",
+        ));
+    }
+    Ok((tenant, f, tx))
+}
+
 pub async fn submit(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -127,22 +147,10 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match tenant_or_page(&state, &slug).await {
-        Ok(t) => t,
+    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let f = form(&body);
-    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
-        Ok(tx) => tx,
-        Err(r) => return r,
-    };
-    if !csrf_ok(&tx, field(&f, "csrf")) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "The form has expired. Please try again.",
-        );
-    }
     let username = field(&f, "username").unwrap_or_default();
     let password = zeroize::Zeroizing::new(field(&f, "password").unwrap_or_default().to_string());
     let device = |key: &str| session::device_for(&state, &tenant, &headers, key);
@@ -256,22 +264,10 @@ pub async fn consent_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match tenant_or_page(&state, &slug).await {
-        Ok(t) => t,
+    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let f = form(&body);
-    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
-        Ok(tx) => tx,
-        Err(r) => return r,
-    };
-    if !csrf_ok(&tx, field(&f, "csrf")) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "The form has expired. Please try again.",
-        );
-    }
     let s = match session::current(&state, &tenant, &headers).await {
         Ok(Some(s)) => s,
         Ok(None) => return error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
@@ -340,22 +336,10 @@ pub async fn mfa_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let tenant = match tenant_or_page(&state, &slug).await {
-        Ok(t) => t,
+    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+        Ok(x) => x,
         Err(r) => return r,
     };
-    let f = form(&body);
-    let tx = match load_tx(&state, &tenant, field(&f, "tx")).await {
-        Ok(tx) => tx,
-        Err(r) => return r,
-    };
-    if !csrf_ok(&tx, field(&f, "csrf")) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "The form has expired. Please try again.",
-        );
-    }
     let token = field(&f, "state").unwrap_or_default().to_string();
     let kind = field(&f, "kind").unwrap_or("totp");
     let code = zeroize::Zeroizing::new(field(&f, "code").unwrap_or_default().to_string());
