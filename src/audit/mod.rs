@@ -12,7 +12,7 @@
 pub mod chain;
 pub mod checkpoint;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,12 +325,17 @@ pub async fn erase_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<u64, 
 /// then answers every waiter.
 async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // The chain heads this writer last committed: a batch then needs no read of the head, only
+    // the compare-and-swap (which fails, and reloads, if another replica appended meanwhile).
+    let mut heads: HashMap<String, (i64, String)> = HashMap::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match append(&db, &batch).await {
+            match append(&db, &batch, &mut heads).await {
                 Ok(r) => break Ok(r),
+                // A stale cached head: retry at once with heads read from the database.
+                Err(AppendError::Moved) if attempt < 5 => continue,
                 Err(e) if attempt < 5 => {
                     tracing::warn!(error = %e, attempt, "audit batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
@@ -373,17 +378,28 @@ impl From<sqlx::Error> for AppendError {
 
 /// Appends a batch in one transaction. Tenants are locked in a fixed order (sorted ids), so
 /// two replicas' batches cannot deadlock.
-async fn append(db: &Db, batch: &[Pending]) -> Result<Vec<Receipt>, AppendError> {
+async fn append(
+    db: &Db,
+    batch: &[Pending],
+    heads: &mut HashMap<String, (i64, String)>,
+) -> Result<Vec<Receipt>, AppendError> {
     let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, p) in batch.iter().enumerate() {
         by_tenant.entry(&p.tenant_id).or_default().push(i);
     }
     let mut receipts: Vec<Option<Receipt>> = vec![None; batch.len()];
     let mut tx = db.begin_write().await?;
+    let mut advanced = Vec::new();
     for (tenant_id, idx) in by_tenant {
-        let head = sa::lock_head(&mut tx, tenant_id, GENESIS).await?;
-        let mut prev = head.hash.clone();
-        let mut seq = head.seq;
+        let (head_seq, head_hash) = match heads.get(tenant_id) {
+            Some(h) => h.clone(),
+            None => {
+                let h = sa::lock_head(&mut tx, tenant_id, GENESIS).await?;
+                (h.seq, h.hash)
+            }
+        };
+        let mut prev = head_hash;
+        let mut seq = head_seq;
         let mut rows = Vec::with_capacity(idx.len());
         for i in idx {
             let p = &batch[i];
@@ -410,12 +426,18 @@ async fn append(db: &Db, batch: &[Pending]) -> Result<Vec<Receipt>, AppendError>
             });
             rows.push(row);
         }
-        if !sa::advance_head(&mut tx, tenant_id, head.seq, seq, &prev).await? {
+        if !sa::advance_head(&mut tx, tenant_id, head_seq, seq, &prev).await? {
+            heads.remove(tenant_id);
             return Err(AppendError::Moved);
         }
         sa::insert_events(&mut tx, &rows).await?;
+        advanced.push((tenant_id.to_string(), (seq, prev)));
     }
-    tx.commit().await?;
+    if let Err(e) = tx.commit().await {
+        heads.clear();
+        return Err(e.into());
+    }
+    heads.extend(advanced);
     Ok(receipts
         .into_iter()
         .map(|r| r.expect("every event was appended"))
