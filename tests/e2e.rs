@@ -287,3 +287,100 @@ async fn browser_login_and_sso() {
     assert_eq!(subs[0], subs[1], "the same user through SSO");
     s.stop().await;
 }
+
+/// Chromium with a CDP virtual authenticator: a passkey registered through the account API,
+/// then the login page's second factor with it (the served script, no CSP violation); the
+/// code's ID token says `acr` mfa and the kind of key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_login_with_a_passkey() {
+    if !enabled() {
+        return;
+    }
+    let (s, admin) = setup().await;
+    let (listener, cb) = callback();
+    let (web, web_secret) = app(&s, &admin, &cb, "Web App", "client_secret_basic", "ES256").await;
+    // An account token for alice, through the sign-in API.
+    let (be, be_secret) = s
+        .client(
+            &admin,
+            TENANT,
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+        )
+        .await;
+    let r: Value = s
+        .http
+        .post(format!("{}/t/{TENANT}/authn", s.url))
+        .basic_auth(&be, Some(&be_secret))
+        .json(&json!({"username": "alice", "password": PW}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = r["login_ticket"].as_str().unwrap_or_else(|| panic!("{r}"));
+    let (status, tok) = exchange(
+        &s,
+        &be,
+        Some(&be_secret),
+        &[
+            ("grant_type", "urn:unicred:grant-type:login-ticket"),
+            ("login_ticket", ticket),
+            ("scope", "openid account"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tok}");
+    let account_token = tok["access_token"].as_str().unwrap().to_string();
+
+    let (verifier, challenge) = pkce();
+    let mut u = url::Url::parse(&format!("{}/authorize", s.issuer(TENANT))).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &web)
+        .append_pair("redirect_uri", &cb)
+        .append_pair("scope", "openid")
+        .append_pair("state", "st-key")
+        .append_pair("nonce", "n-key")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
+    let mut cmd = Command::new(std::env::var("UNICRED_E2E_NODE").unwrap_or("node".into()));
+    cmd.args([
+        "webauthn.mjs",
+        "--redirect-uri",
+        &cb,
+        "--username",
+        "alice",
+        "--password",
+        PW,
+        "--account-token",
+        &account_token,
+        "--origin",
+        &origin,
+        "--tenant",
+        TENANT,
+        u.as_str(),
+    ]);
+    drop(listener);
+    let out = run(cmd, "chromium passkey".into()).await;
+    let v = last_json(&out);
+    assert_eq!(v["state"], "st-key", "{v}");
+    assert_eq!(v["iss"], s.issuer(TENANT), "{v}");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", v["code"].as_str().unwrap()),
+        ("redirect_uri", cb.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tok) = exchange(&s, &web, Some(&web_secret), &form).await;
+    assert_eq!(status, 200, "{tok}");
+    let idt = tok["id_token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(idt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
+    let amr = claims["amr"].as_array().unwrap();
+    assert_eq!(amr[0], "pwd", "{claims}");
+    assert!(amr.iter().any(|a| a == "hwk" || a == "swk"), "{claims}");
+    assert!(amr.iter().any(|a| a == "user"), "user verified: {claims}");
+    s.stop().await;
+}

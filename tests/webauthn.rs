@@ -17,6 +17,7 @@ const PW: &str = "violet-harbour-lantern-42";
 
 struct T {
     s: Server,
+    admin: String,
     id: String,
     secret: String,
 }
@@ -33,7 +34,7 @@ async fn setup() -> T {
             json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
         )
         .await;
-    T { s, id, secret }
+    T { s, admin, id, secret }
 }
 
 /// The origin the browser would report: the server's public URL.
@@ -333,5 +334,191 @@ async fn a_counter_going_backwards_is_refused_and_audited() {
     assert_eq!(events.len(), 2, "{events:?}");
     let c: Value = serde_json::from_str(&t.stored_credential().await).unwrap();
     assert_eq!(c["cred"]["counter"], 2000, "a regressed counter is not stored");
+    t.s.stop().await;
+}
+
+/// A form post from the login page, without following redirects; (status, headers, body).
+async fn page_post(t: &T, path: &str, form: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/t/bank{path}", t.s.url))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    let h = r.headers().clone();
+    (r.status().as_u16(), h, r.text().await.unwrap())
+}
+
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no {name} in {body}")) + marker.len();
+    body[start..start + body[start..].find('"').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn the_login_page_takes_a_passkey_as_second_factor() {
+    const CB: &str = "http://127.0.0.1:9/cb";
+    let t = setup().await;
+    let mut key = SoftPasskey::new(true);
+    t.register(&t.s, &t.s, &mut key).await;
+    let (web, web_secret) =
+        t.s.client(
+            &t.admin,
+            "bank",
+            json!({"name": "Web App", "grant_types": ["authorization_code"], "redirect_uris": [CB]}),
+        )
+        .await;
+
+    // The script is served, as JavaScript.
+    let js =
+        t.s.http
+            .get(format!("{}/assets/webauthn.js", t.s.url))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(js.status(), 200);
+    assert!(
+        js.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript"),
+        "{:?}",
+        js.headers()
+    );
+
+    let nc = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut u = url::Url::parse(&format!("{}/t/bank/authorize", t.s.url)).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", &web)
+        .append_pair("redirect_uri", CB)
+        .append_pair("scope", "openid")
+        .append_pair("state", "st-1")
+        .append_pair("nonce", "n-1");
+    let r = nc.get(u.as_str()).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let login_url = r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .replace("http://localhost", "http://127.0.0.1");
+    let login = nc.get(&login_url).send().await.unwrap().text().await.unwrap();
+    let (tx, csrf) = (hidden(&login, "tx"), hidden(&login, "csrf"));
+    let (code, _, mfa) = page_post(
+        &t,
+        "/login",
+        &[("tx", &tx), ("csrf", &csrf), ("username", "alice"), ("password", PW)],
+    )
+    .await;
+    assert_eq!(code, 200, "{mfa}");
+    assert!(mfa.contains("id=\"webauthn\""), "the passkey button is offered: {mfa}");
+    assert!(mfa.contains("src=\"/assets/webauthn.js\""), "{mfa}");
+    assert!(!mfa.contains("<script>"), "no inline script");
+    let st = hidden(&mfa, "state");
+
+    // The CSRF token is checked.
+    let (code, _, _) = page_post(
+        &t,
+        "/login/webauthn/options",
+        &[("tx", &tx), ("csrf", "wrong"), ("state", &st)],
+    )
+    .await;
+    assert_eq!(code, 403);
+    // A state token of the sign-in API is not one of the login page.
+    let (api_st, _) = t.begin(&t.s).await;
+    let (code, _, body) = page_post(
+        &t,
+        "/login/webauthn/options",
+        &[("tx", &tx), ("csrf", &csrf), ("state", &api_st)],
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+
+    let (code, h, opts) = page_post(
+        &t,
+        "/login/webauthn/options",
+        &[("tx", &tx), ("csrf", &csrf), ("state", &st)],
+    )
+    .await;
+    assert_eq!(code, 200, "{opts}");
+    assert!(h["content-type"].to_str().unwrap().starts_with("application/json"));
+    let rcr: RequestChallengeResponse = serde_json::from_str(&opts).unwrap();
+    let assertion = serde_json::to_string(&key.do_authentication(origin(&t.s), rcr).unwrap()).unwrap();
+
+    // A garbled assertion is refused (JSON for the script) and the step stays open.
+    let (code, _, body) = page_post(
+        &t,
+        "/login/webauthn",
+        &[
+            ("tx", &tx),
+            ("csrf", &csrf),
+            ("state", &st),
+            ("credential", "{\"id\":\"x\"}"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 401, "{body}");
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"].is_string(),
+        "{body}"
+    );
+
+    let (code, h, body) = page_post(
+        &t,
+        "/login/webauthn",
+        &[("tx", &tx), ("csrf", &csrf), ("state", &st), ("credential", &assertion)],
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let done: Value = serde_json::from_str(&body).unwrap();
+    let redirect = done["redirect"].as_str().unwrap();
+    assert!(redirect.starts_with(CB), "{redirect}");
+    assert!(
+        h.get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().contains("unicred-session")),
+        "a session starts: {h:?}"
+    );
+    let q: std::collections::HashMap<String, String> =
+        url::Url::parse(redirect).unwrap().query_pairs().into_owned().collect();
+    assert_eq!(q["state"], "st-1");
+
+    // The same answer cannot be used again: the transaction and state token are spent.
+    let (code, _, _) = page_post(
+        &t,
+        "/login/webauthn",
+        &[("tx", &tx), ("csrf", &csrf), ("state", &st), ("credential", &assertion)],
+    )
+    .await;
+    assert_eq!(code, 400);
+
+    let tok: Value =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&web, Some(&web_secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", q["code"].as_str()),
+                ("redirect_uri", CB),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let c = claims(tok["id_token"].as_str().unwrap());
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "hwk", "user"]), "{c}");
+    let started: Vec<(String,)> = sqlx::query_as("select kind from audit_events where kind = 'session.started'")
+        .fetch_all(&t.s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(started.len(), 1);
     t.s.stop().await;
 }

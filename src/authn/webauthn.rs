@@ -4,22 +4,24 @@
 use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse};
 
 use super::{
-    ACR_MFA, AuthnError, Step, TICKET_TTL, factor_attempt, factor_failed, factor_success, internal, issue_ticket,
-    load_state,
+    ACR_MFA, AuthnError, PasswordOk, Step, TICKET_TTL, factor_attempt, factor_failed, factor_success, internal,
+    issue_ticket, load_state,
 };
 use crate::app::AppState;
 use crate::clients::Client;
 use crate::mfa::webauthn as wa;
 use crate::tenants::Tenant;
 
-/// `POST /authn/factors/webauthn/options`: an assertion challenge for the state token's user.
+/// An assertion challenge for the user of a state token of `purpose` (`mfa` for the sign-in
+/// API's `POST /authn/factors/webauthn/options`, `page` for the login page).
 pub async fn options(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
 ) -> Result<RequestChallengeResponse, AuthnError> {
-    let st = load_state(state, tenant, client, token, "mfa").await?;
+    let st = load_state(state, tenant, client, token, purpose).await?;
     wa::authenticate_options(state, tenant, &st.user_id, &client.id)
         .await
         .map_err(internal)?
@@ -36,16 +38,37 @@ pub fn amr(backup_eligible: bool, user_verified: bool) -> Vec<&'static str> {
     amr
 }
 
-/// `POST /authn/factors/webauthn`: a valid assertion issues a login ticket; anything else is
-/// `InvalidFactor`, counted against the state token and the account's throttle.
-pub async fn factor(
+/// Whether the user of a live state token of `purpose` has a confirmed WebAuthn credential.
+pub async fn offered(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
+) -> Result<bool, AuthnError> {
+    let st = match load_state(state, tenant, client, token, purpose).await {
+        Ok(st) => st,
+        Err(AuthnError::InvalidFactor) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let kinds = wa::offered_factors(state, tenant, &st.user_id)
+        .await
+        .map_err(internal)?;
+    Ok(kinds.contains(&wa::KIND_WEBAUTHN))
+}
+
+/// Checks an assertion for a state token of `purpose`: on success the state token is spent and
+/// the user fully authenticated, with the `amr` of the assertion; anything else is
+/// `InvalidFactor`, counted against the state token and the account's throttle.
+pub async fn verify(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
     credential: &serde_json::Value,
-) -> Result<Step, AuthnError> {
-    let st = load_state(state, tenant, client, token, "mfa").await?;
+) -> Result<(PasswordOk, Vec<&'static str>), AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
     factor_attempt(state, tenant, &st).await?;
     let asserted = match serde_json::from_value::<PublicKeyCredential>(credential.clone()) {
         Ok(c) => wa::authenticate_finish(state, tenant, &st.user_id, &client.id, &c)
@@ -58,6 +81,18 @@ pub async fn factor(
     };
     let amr = amr(a.backup_eligible, a.user_verified);
     let ok = factor_success(state, tenant, client, token, &st, &amr.join(" ")).await?;
+    Ok((ok, amr))
+}
+
+/// `POST /authn/factors/webauthn`: a valid assertion issues a login ticket.
+pub async fn factor(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    credential: &serde_json::Value,
+) -> Result<Step, AuthnError> {
+    let (ok, amr) = verify(state, tenant, client, token, "mfa", credential).await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &amr, ACR_MFA).await?;
     Ok(Step::Success {
         user_id: ok.user.id,

@@ -114,6 +114,8 @@ pub fn router(state: AppState) -> Router {
         .route("/authn/enroll/totp/confirm", post(oidc::authn::enroll_confirm))
         .route("/login", get(oidc::login::show).post(oidc::login::submit))
         .route("/login/mfa", post(oidc::login::mfa_submit))
+        .route("/login/webauthn/options", post(oidc::login::webauthn_options))
+        .route("/login/webauthn", post(oidc::login::webauthn_submit))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(
@@ -158,6 +160,7 @@ pub fn router(state: AppState) -> Router {
             get(move || async move { ([(header::CONTENT_TYPE, "application/json")], openapi) }),
         )
         .route("/assets/unicred.css", get(oidc::pages::stylesheet))
+        .route("/assets/webauthn.js", get(oidc::pages::webauthn_script))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -4,8 +4,8 @@
 use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -182,7 +182,7 @@ pub async fn submit(
     match crate::mfa::has_confirmed(&state, &tenant, &ok.user.id).await {
         Ok(true) => {
             return match authn::new_state(&state, &tenant, &tx.client, &ok, "page").await {
-                Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None),
+                Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None).await,
                 Err(e) => internal(&tenant, &e),
             };
         }
@@ -199,6 +199,22 @@ pub async fn submit(
     if let Err(e) = authn::fully_authenticated(&state, &tenant, &tx.client, &ok, "pwd").await {
         return internal(&tenant, &e);
     }
+    complete(&state, &tenant, tx, &headers, ip, &ok, "pwd", ACR_PWD).await
+}
+
+/// The end of every way through the login page: the login transaction is spent, a session
+/// starts (with `amr` and `acr`), `session.started` is audited and the browser is sent on.
+#[allow(clippy::too_many_arguments)]
+async fn complete(
+    state: &AppState,
+    tenant: &Tenant,
+    tx: Tx,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+    ok: &authn::PasswordOk,
+    amr: &str,
+    acr: &str,
+) -> Response {
     match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
         Ok(true) => {}
         Ok(false) => {
@@ -208,21 +224,21 @@ pub async fn submit(
                 "This sign-in was already completed.",
             );
         }
-        Err(e) => return internal(&tenant, &e),
+        Err(e) => return internal(tenant, &e),
     }
-    let (s, cookies) =
-        match session::start(&state, &tenant, &headers, &ok.user.id, &ok.throttle_key, "pwd", ACR_PWD).await {
-            Ok(x) => x,
-            Err(e) => return internal(&tenant, &e),
-        };
+    let started = session::start(state, tenant, headers, &ok.user.id, &ok.throttle_key, amr, acr).await;
+    let (s, cookies) = match started {
+        Ok(x) => x,
+        Err(e) => return internal(tenant, &e),
+    };
     let e = Event::new(&tenant.id, "session.started")
         .user(&ok.user.id)
         .client(&tx.client.id)
         .ip(Some(ip));
     if let Err(e) = state.audit.record(e).await {
-        return internal(&tenant, &e);
+        return internal(tenant, &e);
     }
-    after_login(&state, &tenant, &tx.client, tx.req, &s, cookies).await
+    after_login(state, tenant, &tx.client, tx.req, &s, cookies).await
 }
 
 fn consent_page(state: &AppState, tenant: &Tenant, tx: &Tx) -> Response {
@@ -308,7 +324,9 @@ pub async fn consent_submit(
     issue_code(&state, &tenant, tx.req, &s).await
 }
 
-fn mfa_page(
+/// The second-factor form; with a button for a security key or passkey when the state
+/// token's user has one.
+async fn mfa_page(
     state: &AppState,
     tenant: &Tenant,
     tx: &Tx,
@@ -316,9 +334,17 @@ fn mfa_page(
     status: StatusCode,
     error: Option<&str>,
 ) -> Response {
+    let webauthn = match authn::webauthn::offered(state, tenant, &tx.client, token, "page").await {
+        Ok(w) => w,
+        Err(AuthnError::Internal(e)) => return internal(tenant, &e),
+        Err(_) => false,
+    };
+    let issuer = state.config.issuer(&tenant.slug);
     let ctx = minijinja::context! {
         tenant_name => &tenant.name,
-        action => format!("{}/login/mfa", state.config.issuer(&tenant.slug)),
+        action => format!("{issuer}/login/mfa"),
+        webauthn_options => webauthn.then(|| format!("{issuer}/login/webauthn/options")),
+        webauthn_action => webauthn.then(|| format!("{issuer}/login/webauthn")),
         tx => &tx.id,
         csrf => &tx.csrf,
         state => token,
@@ -353,44 +379,92 @@ pub async fn mfa_submit(
                 &token,
                 StatusCode::UNAUTHORIZED,
                 Some("That code is not valid."),
-            );
+            )
+            .await;
         }
         Err(AuthnError::Busy) => {
             return error_page(StatusCode::SERVICE_UNAVAILABLE, &tenant.name, "The service is busy.");
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
-        Ok(true) => {}
-        Ok(false) => {
-            return error_page(
-                StatusCode::BAD_REQUEST,
-                &tenant.name,
-                "This sign-in was already completed.",
+    complete(&state, &tenant, tx, &headers, ip, &ok, authn::AMR_MFA, authn::ACR_MFA).await
+}
+
+fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
+    let mut r = (status, v.to_string()).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    json_response(status, serde_json::json!({ "error": message }))
+}
+
+/// `POST /login/webauthn/options` (form fields `tx`, `csrf`, `state`): the assertion request
+/// for `navigator.credentials.get`, for the user of the login page's state token.
+pub async fn webauthn_options(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let token = field(&f, "state").unwrap_or_default();
+    match authn::webauthn::options(&state, &tenant, &tx.client, token, "page").await {
+        Ok(rcr) => match serde_json::to_value(rcr) {
+            Ok(v) => json_response(StatusCode::OK, v),
+            Err(e) => internal(&tenant, &e),
+        },
+        Err(AuthnError::Internal(e)) => internal(&tenant, &e),
+        Err(AuthnError::Busy) => json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
+        Err(_) => json_error(
+            StatusCode::UNAUTHORIZED,
+            "This sign-in has expired. Please start again.",
+        ),
+    }
+}
+
+/// `POST /login/webauthn` (form fields `tx`, `csrf`, `state`, `credential` — the assertion as
+/// JSON): on success the session starts as after any second factor, and the answer is
+/// `{"redirect": URL}` for the page's script to follow (with the session cookie set).
+pub async fn webauthn_submit(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let token = field(&f, "state").unwrap_or_default().to_string();
+    let credential = field(&f, "credential")
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let (ok, amr) = match authn::webauthn::verify(&state, &tenant, &tx.client, &token, "page", &credential).await {
+        Ok(x) => x,
+        Err(AuthnError::InvalidFactor | AuthnError::InvalidCredentials) => {
+            return json_error(
+                StatusCode::UNAUTHORIZED,
+                "That security key or passkey was not accepted.",
             );
         }
-        Err(e) => return internal(&tenant, &e),
-    }
-    let started = session::start(
-        &state,
-        &tenant,
-        &headers,
-        &ok.user.id,
-        &ok.throttle_key,
-        authn::AMR_MFA,
-        authn::ACR_MFA,
-    )
-    .await;
-    let (s, cookies) = match started {
-        Ok(x) => x,
-        Err(e) => return internal(&tenant, &e),
+        Err(AuthnError::Busy) => return json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
+        Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    let e = Event::new(&tenant.id, "session.started")
-        .user(&ok.user.id)
-        .client(&tx.client.id)
-        .ip(Some(ip));
-    if let Err(e) = state.audit.record(e).await {
-        return internal(&tenant, &e);
+    let r = complete(&state, &tenant, tx, &headers, ip, &ok, &amr.join(" "), authn::ACR_MFA).await;
+    // fetch() cannot usefully follow a redirect to another origin: hand the script the URL.
+    if r.status() != StatusCode::SEE_OTHER {
+        return r;
     }
-    after_login(&state, &tenant, &tx.client, tx.req, &s, cookies).await
+    let Some(location) = r.headers().get(header::LOCATION).and_then(|l| l.to_str().ok()) else {
+        return r;
+    };
+    let mut out = json_response(StatusCode::OK, serde_json::json!({ "redirect": location }));
+    for c in r.headers().get_all(header::SET_COOKIE) {
+        out.headers_mut().append(header::SET_COOKIE, c.clone());
+    }
+    out
 }

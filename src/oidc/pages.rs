@@ -70,13 +70,23 @@ pub fn error_page(status: StatusCode, tenant_name: &str, message: &str) -> Respo
     page(status, "error.html", minijinja::context! { tenant_name, message }, None)
 }
 
-pub async fn stylesheet() -> Response {
-    let mut r = include_str!("../../assets/unicred.css").into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/css; charset=utf-8"),
-    );
+fn asset(body: &'static str, content_type: &'static str) -> Response {
+    let mut r = body.into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     r
+}
+
+pub async fn stylesheet() -> Response {
+    asset(include_str!("../../assets/unicred.css"), "text/css; charset=utf-8")
+}
+
+/// The mfa page's script: a WebAuthn assertion through the page's own endpoints.
+pub async fn webauthn_script() -> Response {
+    asset(
+        include_str!("../../assets/webauthn.js"),
+        "text/javascript; charset=utf-8",
+    )
 }

@@ -65,7 +65,7 @@ pub async fn options(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
-    match flow::options(&state, &tenant, &client, &b.state_token).await {
+    match flow::options(&state, &tenant, &client, &b.state_token, "mfa").await {
         Ok(rcr) => Ok(json(
             StatusCode::OK,
             serde_json::to_value(rcr).map_err(|e| OAuthError::server_error(&e))?,

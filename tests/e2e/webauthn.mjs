@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+// A real browser signs in with a passkey as second factor: playwright-core driving the system
+// Chromium, with a CDP virtual authenticator (CTAP2, user verification).
+//
+//   node webauthn.mjs --redirect-uri URI --username U --password P --account-token T \
+//        --origin ISSUER_ORIGIN --tenant SLUG AUTHZ_URL
+//
+// First the passkey is registered through the account API (register/options, then register),
+// from a page of the issuer's origin with navigator.credentials.create. Then AUTHZ_URL: the
+// login page (#username, #password, #submit), the second-factor page's #webauthn button (the
+// served script runs navigator.credentials.get), and the redirect to the redirect URI, which
+// this script serves itself on the redirect URI's host and port. No Content-Security-Policy
+// violation may be reported on the way.
+//
+// Prints {"code","state","iss","webauthn_button":true} on stdout. Exit 0 on success.
+// Environment: CHROMIUM (default /usr/bin/chromium), E2E_DEBUG.
+
+import fs from "node:fs";
+import http from "node:http";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+function fail(msg, code = 1) {
+  process.stderr.write(`webauthn.mjs FAILED: ${msg}\n`);
+  process.exit(code);
+}
+
+let chromium;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch (e) {
+  fail(`playwright-core is not installed (${e.message}); run: (cd tests/e2e && npm ci)`, 3);
+}
+
+const { values: opt, positionals: urls } = parseArgs({
+  allowPositionals: true,
+  options: {
+    "redirect-uri": { type: "string" },
+    username: { type: "string" },
+    password: { type: "string" },
+    "account-token": { type: "string" },
+    origin: { type: "string" },
+    tenant: { type: "string" },
+    timeout: { type: "string", default: "15000" },
+  },
+});
+const cb = opt["redirect-uri"];
+if (!cb || !opt.username || !opt.password || !opt["account-token"] || !opt.origin || !opt.tenant || urls.length !== 1) {
+  fail("usage: webauthn.mjs --redirect-uri URI --username U --password P --account-token T --origin O --tenant S AUTHZ_URL", 2);
+}
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+if (!fs.existsSync(executablePath)) fail(`no Chromium at ${executablePath}: apt-get install -y chromium`, 3);
+const timeout = Number(opt.timeout);
+
+const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "unicred-e2e-webauthn-"));
+let context;
+let server;
+
+async function main() {
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath,
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+      "--disable-component-update", "--disable-sync"],
+  });
+  context.setDefaultTimeout(timeout);
+  context.setDefaultNavigationTimeout(timeout);
+  const violations = [];
+  await context.addInitScript(() => {
+    document.addEventListener("securitypolicyviolation", (e) => {
+      console.error(`securitypolicyviolation: ${e.violatedDirective} blocked ${e.blockedURI}`);
+    });
+  });
+
+  let onCallback = null;
+  const cbUrl = new URL(cb);
+  server = http.createServer((req, res) => {
+    const hit = new URL(req.url, cb).href;
+    res.writeHead(200, { "content-type": "text/plain" });
+    res.end("callback captured\n");
+    if (hit.startsWith(cb) && onCallback) onCallback(hit);
+  });
+  await new Promise((resolve, reject) => {
+    server.once("error", (e) => reject(new Error(`cannot serve the redirect URI ${cb}: ${e.message}`)));
+    server.listen(Number(cbUrl.port || 80), cbUrl.hostname, resolve);
+  });
+  const cbHit = new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no redirect to ${cb} within ${timeout} ms`)), 3 * timeout);
+    onCallback = (u) => {
+      clearTimeout(t);
+      resolve(u);
+    };
+  });
+  cbHit.catch(() => {});
+
+  const page = context.pages()[0] ?? (await context.newPage());
+  page.on("console", (m) => {
+    const t = m.text();
+    if (/content.security.policy|securitypolicyviolation/i.test(t)) violations.push(`${page.url()}: ${t}`);
+  });
+  page.on("pageerror", (e) => violations.push(`page error on ${page.url()}: ${e.message}`));
+  if (process.env.E2E_DEBUG) {
+    const log = (m) => process.stderr.write(`[browser] ${m}\n`);
+    page.on("request", (r) => log(`> ${r.method()} ${r.url()}`));
+    page.on("response", (r) => log(`< ${r.status()} ${r.url()}`));
+    page.on("console", (m) => log(`console ${m.type()}: ${m.text()}`));
+  }
+
+  // The virtual authenticator: a platform-like CTAP2 key that verifies the user.
+  const cdp = await context.newCDPSession(page);
+  await cdp.send("WebAuthn.enable");
+  const { authenticatorId } = await cdp.send("WebAuthn.addVirtualAuthenticator", {
+    options: {
+      protocol: "ctap2",
+      transport: "internal",
+      hasResidentKey: true,
+      hasUserVerification: true,
+      isUserVerified: true,
+      automaticPresenceSimulation: true,
+    },
+  });
+
+  // Registration through the account API, from a page of the issuer's origin.
+  await page.goto(`${opt.origin}/healthz`);
+  const registered = await page.evaluate(
+    async ({ base, token }) => {
+      const dec = (s) => {
+        let b = s.replace(/-/g, "+").replace(/_/g, "/");
+        while (b.length % 4) b += "=";
+        return Uint8Array.from(atob(b), (c) => c.charCodeAt(0)).buffer;
+      };
+      const enc = (buf) =>
+        btoa(String.fromCharCode(...new Uint8Array(buf))).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+      const call = async (p, body) => {
+        const r = await fetch(`${base}${p}`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        const j = await r.json().catch(() => null);
+        if (!r.ok) throw new Error(`${p}: ${r.status} ${JSON.stringify(j)}`);
+        return j;
+      };
+      const opts = await call("/account/webauthn/register/options", { name: "Virtual key" });
+      const pk = opts.publicKey;
+      pk.challenge = dec(pk.challenge);
+      pk.user.id = dec(pk.user.id);
+      (pk.excludeCredentials || []).forEach((c) => (c.id = dec(c.id)));
+      const c = await navigator.credentials.create({ publicKey: pk });
+      const credential = {
+        id: c.id,
+        rawId: enc(c.rawId),
+        type: c.type,
+        response: {
+          attestationObject: enc(c.response.attestationObject),
+          clientDataJSON: enc(c.response.clientDataJSON),
+        },
+        extensions: c.getClientExtensionResults(),
+      };
+      return call("/account/webauthn/register", { credential });
+    },
+    { base: `${opt.origin}/t/${opt.tenant}`, token: opt["account-token"] },
+  );
+  if (!registered.factor_id) throw new Error(`registration: ${JSON.stringify(registered)}`);
+  const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  if (credentials.length !== 1) throw new Error(`the authenticator holds ${credentials.length} credentials`);
+
+  // The login page, then the second-factor page's passkey button.
+  await page.goto(urls[0]);
+  await page.locator("form#login").waitFor({ state: "visible" });
+  await page.fill("#username", opt.username);
+  await page.fill("#password", opt.password);
+  await page.click("#submit");
+  const button = page.locator("#webauthn");
+  await button.waitFor({ state: "visible" });
+  if (violations.length) throw new Error(`CSP violations before the passkey step:\n  ${violations.join("\n  ")}`);
+  await button.click();
+  let hit;
+  try {
+    hit = await cbHit;
+  } catch (e) {
+    const err = await page.locator("#webauthn-error").textContent({ timeout: 500 }).catch(() => null);
+    throw new Error(`${e.message}; page ${page.url()}${err ? `, #webauthn-error: ${err}` : ""}`);
+  }
+  if (violations.length) throw new Error(`CSP violations:\n  ${violations.join("\n  ")}`);
+  const { credentials: after } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
+  const q = new URL(hit).searchParams;
+  if (q.get("error")) throw new Error(`authorization error: ${hit}`);
+  if (!q.get("code")) throw new Error(`no code in ${hit}`);
+  process.stdout.write(
+    JSON.stringify({ code: q.get("code"), state: q.get("state"), iss: q.get("iss"), webauthn_button: true,
+      sign_count: after[0]?.signCount }) + "\n",
+  );
+}
+
+let status = 0;
+try {
+  await main();
+} catch (e) {
+  process.stderr.write(`webauthn.mjs FAILED: ${e.stack || e}\n`);
+  status = 1;
+} finally {
+  if (context) await context.close().catch(() => {});
+  if (server) server.close();
+  fs.rmSync(userDataDir, { recursive: true, force: true });
+}
+process.exit(status);
