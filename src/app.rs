@@ -14,9 +14,19 @@ use crate::store::Db;
 use crate::tenants::{Argon2Policy, Tenants};
 use crate::tokens::tenant_keys::KeyService;
 
-/// Cheap handles shared by every request.
+/// The state every request shares: one `Arc`, so extractors clone a single pointer.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Handles to the service's parts.
+pub struct Shared {
     pub config: Arc<Config>,
     pub db: Db,
     pub keyring: Arc<Keyring>,
@@ -57,7 +67,7 @@ impl AppState {
             t: config.argon2_t,
             p: config.argon2_p,
         };
-        Ok(AppState {
+        Ok(AppState(Arc::new(Shared {
             keys: Arc::new(KeyService::new(db.clone(), keyring.clone(), pool.clone())),
             audit: crate::audit::Audit::start(db.clone(), keyring.clone()),
             tenants: Arc::new(Tenants::new(db.clone())),
@@ -73,7 +83,7 @@ impl AppState {
             config: Arc::new(config),
             db,
             keyring,
-        })
+        })))
     }
 }
 
