@@ -4,11 +4,10 @@
 
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
-
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::clients::Client;
+use crate::crypto::secret_hash;
 use crate::mfa;
 use crate::password::PasswordError;
 use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
@@ -266,7 +265,7 @@ pub async fn new_state(
         throttle_key: ok.throttle_key.clone(),
         failures: 0,
     };
-    store::factors::create_state(&state.db, &ticket_hash(&token), &row, store::now() + STATE_TTL).await?;
+    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
     Ok(token)
 }
 
@@ -281,7 +280,7 @@ async fn load_state(
     if token.len() > 128 {
         return Err(AuthnError::InvalidFactor);
     }
-    store::factors::state(&state.db, &ticket_hash(token))
+    store::factors::state(&state.db, &secret_hash(token))
         .await?
         .filter(|s| s.tenant_id == tenant.id && s.client_id == client.id && s.purpose == purpose)
         .ok_or(AuthnError::InvalidFactor)
@@ -308,7 +307,7 @@ async fn factor_failed(
     st: &StateRow,
     kind: &str,
 ) -> AuthnError {
-    if let Err(e) = store::factors::fail_state(&state.db, &ticket_hash(token)).await {
+    if let Err(e) = store::factors::fail_state(&state.db, &secret_hash(token)).await {
         return internal(e);
     }
     let e = Event::new(&tenant.id, "mfa.failure")
@@ -330,7 +329,7 @@ async fn factor_success(
     st: &StateRow,
     amr: &str,
 ) -> Result<PasswordOk, AuthnError> {
-    if !store::factors::consume_state(&state.db, &ticket_hash(token)).await? {
+    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
@@ -473,13 +472,6 @@ async fn upgrade(state: &AppState, tenant: &Tenant, user: &UserRow, password: &s
     }
 }
 
-pub fn ticket_hash(ticket: &str) -> String {
-    Sha256::digest(ticket.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 async fn issue_ticket(
     state: &AppState,
     tenant: &Tenant,
@@ -498,6 +490,6 @@ async fn issue_ticket(
         amr: amr.join(" "),
         acr: acr.to_string(),
     };
-    store::tickets::create(&state.db, &ticket_hash(&ticket), &row, now + TICKET_TTL).await?;
+    store::tickets::create(&state.db, &secret_hash(&ticket), &row, now + TICKET_TTL).await?;
     Ok(ticket)
 }

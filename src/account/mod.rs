@@ -6,8 +6,8 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -46,15 +46,9 @@ impl FromRequestParts<AppState> for AccountUser {
             .next()
             .unwrap_or_default()
             .to_string();
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim().to_string())
-            .ok_or_else(|| Problem::unauthorized("Bearer realm=\"unicred\""))?;
-        let (tenant, claims) = access::validate(state, &token, None).await.map_err(|_| invalid())?;
+        let token =
+            crate::http::bearer(&parts.headers).ok_or_else(|| Problem::unauthorized("Bearer realm=\"unicred\""))?;
+        let (tenant, claims) = access::validate(state, token, None).await.map_err(|_| invalid())?;
         if tenant.slug != slug || claims.is_client_token() {
             return Err(invalid());
         }

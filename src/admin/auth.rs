@@ -2,7 +2,6 @@
 //! extracted from a client_credentials access token for the admin audience.
 
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
 
 use crate::app::AppState;
@@ -41,13 +40,8 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let invalid = || Problem::unauthorized("Bearer realm=\"unicred\", error=\"invalid_token\"");
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        let Some(token) = crate::http::bearer(&parts.headers) else {
             return Err(Problem::unauthorized("Bearer realm=\"unicred\""));
-        };
-        let value = value.to_str().map_err(|_| invalid())?;
-        let token = match value.split_once(' ') {
-            Some((scheme, t)) if scheme.eq_ignore_ascii_case("bearer") => t.trim(),
-            _ => return Err(Problem::unauthorized("Bearer realm=\"unicred\"")),
         };
         let (tenant, claims) = access::validate(state, token, Some(&state.config.admin_audience()))
             .await

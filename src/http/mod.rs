@@ -8,3 +8,16 @@ pub mod ratelimit;
 pub mod router;
 
 pub use error::{OAuthError, Problem};
+
+/// The token of an `Authorization: Bearer …` header (RFC 6750 §2.1), if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let (scheme, token) = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}

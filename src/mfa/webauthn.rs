@@ -55,7 +55,7 @@ fn b64url(bytes: &[u8]) -> String {
 }
 
 fn challenge_hash(challenge: &[u8]) -> String {
-    Sha256::digest(challenge).iter().map(|b| format!("{b:02x}")).collect()
+    crate::crypto::secret_hash(challenge)
 }
 
 /// The challenge a client echoes in its client data (base64url, padded or not).

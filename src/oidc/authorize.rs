@@ -15,7 +15,8 @@ use crate::tenants::Tenant;
 
 use super::pages::error_page;
 use super::session;
-use super::user_tokens::{hash, user_scopes};
+use super::user_tokens::user_scopes;
+use crate::crypto::secret_hash;
 
 /// A validated authorization request, kept in the login transaction while the user signs in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,7 +287,7 @@ pub async fn start_transaction(
         params: serde_json::to_string(req).unwrap_or_default(),
         csrf: crate::crypto::random_token::<24>(),
     };
-    store::sessions::create_transaction(&state.db, &hash(&tx), &row, store::now() + TX_TTL).await?;
+    store::sessions::create_transaction(&state.db, &secret_hash(&tx), &row, store::now() + TX_TTL).await?;
     Ok(tx)
 }
 
@@ -352,7 +353,7 @@ pub async fn issue_code(state: &AppState, tenant: &Tenant, req: AuthRequest, s: 
         acr: s.acr.clone(),
         amr: s.amr.clone(),
     };
-    if let Err(e) = store::codes::create(&state.db, &hash(&code), &row, store::now() + CODE_TTL).await {
+    if let Err(e) = store::codes::create(&state.db, &secret_hash(&code), &row, store::now() + CODE_TTL).await {
         return internal(tenant, &e);
     }
     let iss = state.config.issuer(&tenant.slug);

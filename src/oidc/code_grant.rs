@@ -12,7 +12,8 @@ use crate::tenants::{CLOCK_SKEW, MAX_TOKEN_TTL, Tenant};
 
 use super::form::Form;
 use super::token::TokenResponse;
-use super::user_tokens::{self, Authentication, Grant, Refresh, hash};
+use super::user_tokens::{self, Authentication, Grant, Refresh};
+use crate::crypto::secret_hash;
 
 /// RFC 7636 §4.1: 43–128 characters of `[A-Za-z0-9-._~]`.
 fn valid_verifier(v: &str) -> bool {
@@ -34,7 +35,7 @@ pub async fn authorization_code(
     if code.len() > 128 {
         return Err(OAuthError::invalid_grant("invalid authorization code"));
     }
-    let code_hash = hash(code);
+    let code_hash = secret_hash(code);
     let c = match store::codes::redeem(&state.db, &code_hash).await? {
         Redeemed::Fresh(c) => c,
         Redeemed::Replayed {
@@ -156,7 +157,7 @@ pub async fn refresh_token(
     }
     let invalid = || OAuthError::invalid_grant("invalid, expired or revoked refresh token");
     let mut tx = state.db.begin_write().await?;
-    let row = match store::refresh::use_token(&mut tx, &hash(token)).await? {
+    let row = match store::refresh::use_token(&mut tx, &secret_hash(token)).await? {
         Used::Fresh(row) => row,
         Used::Reused { family_id, tenant_id } => {
             store::refresh::revoke_family(&mut *tx, &family_id).await?;

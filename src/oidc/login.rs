@@ -21,7 +21,7 @@ use crate::tenants::Tenant;
 use super::authorize::{AuthRequest, after_login, error_redirect, internal, issue_code};
 use super::pages::{error_page, page};
 use super::session;
-use super::user_tokens::hash;
+use crate::crypto::secret_hash;
 
 #[derive(Deserialize)]
 pub struct TxQuery {
@@ -46,7 +46,7 @@ async fn load_tx(state: &AppState, tenant: &Tenant, tx: Option<&str>) -> Result<
     let Some(id) = tx.filter(|t| t.len() <= 64) else {
         return Err(expired());
     };
-    let row = match store::sessions::transaction(&state.db, &tenant.id, &hash(id)).await {
+    let row = match store::sessions::transaction(&state.db, &tenant.id, &secret_hash(id)).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(expired()),
         Err(e) => return Err(internal(tenant, &e)),
@@ -215,7 +215,7 @@ async fn complete(
     amr: &str,
     acr: &str,
 ) -> Response {
-    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
+    match store::sessions::end_transaction(&state.db, &secret_hash(&tx.id)).await {
         Ok(true) => {}
         Ok(false) => {
             return error_page(
@@ -289,7 +289,7 @@ pub async fn consent_submit(
         Ok(None) => return error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
         Err(e) => return internal(&tenant, &e),
     };
-    match store::sessions::end_transaction(&state.db, &hash(&tx.id)).await {
+    match store::sessions::end_transaction(&state.db, &secret_hash(&tx.id)).await {
         Ok(true) => {}
         Ok(false) => {
             return error_page(

@@ -10,8 +10,8 @@ use crate::http::OAuthError;
 use crate::http::extract::Path;
 use crate::tokens::access;
 
+use super::client_auth;
 use super::form::Form;
-use super::{client_auth, user_tokens};
 use crate::store;
 
 pub async fn revoke(
@@ -27,7 +27,7 @@ pub async fn revoke(
     // Refresh tokens are opaque; access tokens are JWTs.
     if token.len() <= 128
         && let Some((family, tenant_id, client_id)) =
-            store::refresh::family_of(&state.db, &user_tokens::hash(token)).await?
+            store::refresh::family_of(&state.db, &crate::crypto::secret_hash(token)).await?
     {
         if tenant_id == tenant.id && client_id == client.id {
             store::refresh::revoke_family(&state.db.pool, &family).await?;

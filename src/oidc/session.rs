@@ -42,10 +42,6 @@ fn set_cookie(state: &AppState, name: &str, value: &str, max_age: i64) -> Header
     .expect("cookie values are URL-safe")
 }
 
-pub fn session_hash(raw: &str) -> String {
-    crate::authn::ticket_hash(raw)
-}
-
 /// The live session named by the request's cookie (and mark it used).
 pub async fn current(
     state: &AppState,
@@ -56,7 +52,7 @@ pub async fn current(
         return Ok(None);
     };
     let idle = tenant.policy.session_idle_seconds.unwrap_or(1800) as i64;
-    store::sessions::touch(&state.db, &tenant.id, &session_hash(&raw), idle).await
+    store::sessions::touch(&state.db, &tenant.id, &crate::crypto::secret_hash(&raw), idle).await
 }
 
 /// Starts a session with a new id (ending the one the browser had) and returns the
@@ -71,13 +67,13 @@ pub async fn start(
     acr: &str,
 ) -> Result<(SessionRow, Vec<HeaderValue>), store::StoreError> {
     if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
-        store::sessions::delete(&state.db, &tenant.id, &session_hash(&old)).await?;
+        store::sessions::delete(&state.db, &tenant.id, &crate::crypto::secret_hash(&old)).await?;
     }
     let raw = crate::crypto::random_token::<32>();
     let now = store::now();
     let max = tenant.policy.session_max_seconds.unwrap_or(12 * 3600) as i64;
     let row = SessionRow {
-        id_hash: session_hash(&raw),
+        id_hash: crate::crypto::secret_hash(&raw),
         tenant_id: tenant.id.clone(),
         user_id: user_id.to_string(),
         auth_time: now,
@@ -99,7 +95,7 @@ pub async fn start(
 /// Ends the browser's session (and the refresh tokens bound to it); the cookie is cleared.
 pub async fn end(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -> Result<HeaderValue, store::StoreError> {
     if let Some(raw) = cookie(headers, &session_cookie_name(state, tenant)) {
-        let h = session_hash(&raw);
+        let h = crate::crypto::secret_hash(&raw);
         store::sessions::delete(&state.db, &tenant.id, &h).await?;
         store::refresh::revoke_session(&state.db, &h).await?;
     }

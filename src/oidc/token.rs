@@ -168,7 +168,7 @@ async fn login_ticket(
         return Err(OAuthError::invalid_grant("invalid login ticket"));
     }
     // Redeeming burns the ticket whoever presents it: a ticket in the wrong hands is spent.
-    let t = store::tickets::redeem(&state.db, &crate::authn::ticket_hash(ticket))
+    let t = store::tickets::redeem(&state.db, &crate::crypto::secret_hash(ticket))
         .await?
         .filter(|t| t.tenant_id == tenant.id && t.client_id == client.id)
         .ok_or_else(|| OAuthError::invalid_grant("invalid, expired or already used login ticket"))?;

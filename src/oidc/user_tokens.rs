@@ -63,10 +63,6 @@ pub struct Issued {
     pub family: Option<String>,
 }
 
-pub fn hash(secret: &str) -> String {
-    crate::authn::ticket_hash(secret)
-}
-
 pub async fn issue(
     state: &AppState,
     tenant: &Tenant,
@@ -157,8 +153,8 @@ pub async fn issue(
         Some(row) => {
             let token = crate::crypto::random_token::<32>();
             match tx {
-                Some(tx) => store::refresh::create(&mut **tx, &hash(&token), &row).await?,
-                None => store::refresh::create(&state.db.pool, &hash(&token), &row).await?,
+                Some(tx) => store::refresh::create(&mut **tx, &crate::crypto::secret_hash(&token), &row).await?,
+                None => store::refresh::create(&state.db.pool, &crate::crypto::secret_hash(&token), &row).await?,
             }
             (Some(token), Some(row.family_id))
         }

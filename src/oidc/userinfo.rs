@@ -24,13 +24,7 @@ pub async fn userinfo(
     headers: HeaderMap,
     _body: Bytes,
 ) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split_once(' '))
-        .filter(|(s, _)| s.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim().to_string());
-    let Some(token) = token else {
+    let Some(token) = crate::http::bearer(&headers) else {
         return refuse(StatusCode::UNAUTHORIZED, "Bearer realm=\"unicred\"");
     };
     let invalid = || {
@@ -39,7 +33,7 @@ pub async fn userinfo(
             "Bearer realm=\"unicred\", error=\"invalid_token\"",
         )
     };
-    let Ok((tenant, claims)) = crate::tokens::access::validate(&state, &token, None).await else {
+    let Ok((tenant, claims)) = crate::tokens::access::validate(&state, token, None).await else {
         return invalid();
     };
     if tenant.slug != slug || claims.is_client_token() {
