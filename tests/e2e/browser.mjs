@@ -14,23 +14,13 @@
 // success; on failure a message on stderr and a non-zero status.
 // Environment: CHROMIUM (default /usr/bin/chromium).
 
-import fs from "node:fs";
-import http from "node:http";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
-function fail(msg, code = 1) {
-  process.stderr.write(`browser.mjs FAILED: ${msg}\n`);
-  process.exit(code);
-}
+import { chromiumOrExit, fail, openBrowser, run } from "./harness.mjs";
 
-let chromium;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch (e) {
-  fail(`playwright-core is not installed (${e.message}); run: (cd tests/e2e && npm ci)`, 3);
-}
+const { chromium, executablePath } = await chromiumOrExit("browser.mjs");
 
 const { values: opt, positionals: urls } = parseArgs({
   allowPositionals: true,
@@ -43,80 +33,12 @@ const { values: opt, positionals: urls } = parseArgs({
 });
 const cb = opt["redirect-uri"];
 if (!cb || !opt.username || !opt.password || urls.length === 0) {
-  fail("usage: browser.mjs --redirect-uri URI --username U --password P AUTHZ_URL [AUTHZ_URL ...]", 2);
+  fail("browser.mjs", "usage: browser.mjs --redirect-uri URI --username U --password P AUTHZ_URL [AUTHZ_URL ...]", 2);
 }
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!fs.existsSync(executablePath)) fail(`no Chromium at ${executablePath}: apt-get install -y chromium`, 3);
 const timeout = Number(opt.timeout);
-
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "unicred-e2e-chromium-"));
 const screenshot = path.join(os.tmpdir(), `unicred-e2e-login-${process.pid}.png`);
-let context;
-let server;
 
-async function main() {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: [
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  context.setDefaultTimeout(timeout);
-  context.setDefaultNavigationTimeout(timeout);
-
-  // CSP violations: the console's "Refused to ..." reports and the DOM event (an init script
-  // runs outside the page's CSP).
-  const violations = [];
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => {
-      console.error(`securitypolicyviolation: ${e.violatedDirective} blocked ${e.blockedURI}`);
-    });
-  });
-
-  // The redirect URI is answered here, by a local HTTP server on its host and port (the
-  // relying party's part); each hit resolves the pending waiter.
-  let onCallback = null;
-  const cbUrl = new URL(cb);
-  server = http.createServer((req, res) => {
-    const hit = new URL(req.url, cb).href;
-    res.writeHead(200, { "content-type": "text/plain" });
-    res.end("callback captured\n");
-    if (hit.startsWith(cb) && onCallback) onCallback(hit);
-  });
-  await new Promise((resolve, reject) => {
-    server.once("error", (e) => reject(new Error(`cannot serve the redirect URI ${cb}: ${e.message}`)));
-    server.listen(Number(cbUrl.port || 80), cbUrl.hostname, resolve);
-  });
-  const nextCallback = () =>
-    new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no redirect to ${cb} within ${timeout} ms`)), timeout);
-      onCallback = (u) => {
-        clearTimeout(t);
-        onCallback = null;
-        resolve(u);
-      };
-    });
-
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => {
-    const t = m.text();
-    if (/content.security.policy|securitypolicyviolation/i.test(t)) violations.push(`${page.url()}: ${t}`);
-  });
-  page.on("pageerror", (e) => violations.push(`page error on ${page.url()}: ${e.message}`));
-  if (process.env.E2E_DEBUG) {
-    const log = (m) => process.stderr.write(`[browser] ${m}\n`);
-    page.on("request", (r) => log(`> ${r.method()} ${r.url()}`));
-    page.on("response", (r) => log(`< ${r.status()} ${r.url()}`));
-    page.on("requestfailed", (r) => log(`! ${r.url()} ${r.failure()?.errorText}`));
-    page.on("console", (m) => log(`console ${m.type()}: ${m.text()}`));
-  }
+async function main({ page, violations, nextCallback }) {
   const seen = [];
   page.on("framenavigated", (f) => {
     if (f === page.mainFrame()) seen.push(f.url());
@@ -125,8 +47,7 @@ async function main() {
   const results = [];
   for (const [i, url] of urls.entries()) {
     seen.length = 0;
-    const cbHit = nextCallback();
-    cbHit.catch(() => {});
+    const cbHit = nextCallback(timeout);
     await page.goto(url);
     let loginPage = false;
     if (i === 0) {
@@ -165,15 +86,8 @@ async function main() {
   process.stdout.write(JSON.stringify({ results, screenshot }) + "\n");
 }
 
-let status = 0;
-try {
-  await main();
-} catch (e) {
-  process.stderr.write(`browser.mjs FAILED: ${e.stack || e}\n`);
-  status = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  if (server) server.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
-}
-process.exit(status);
+await run(
+  "browser.mjs",
+  () => openBrowser({ chromium, executablePath, prefix: "unicred-e2e-chromium-", timeout, redirectUri: cb }),
+  main,
+);

@@ -15,23 +15,11 @@
 // Prints {"code","state","iss","webauthn_button":true} on stdout. Exit 0 on success.
 // Environment: CHROMIUM (default /usr/bin/chromium), E2E_DEBUG.
 
-import fs from "node:fs";
-import http from "node:http";
-import os from "node:os";
-import path from "node:path";
 import { parseArgs } from "node:util";
 
-function fail(msg, code = 1) {
-  process.stderr.write(`webauthn.mjs FAILED: ${msg}\n`);
-  process.exit(code);
-}
+import { chromiumOrExit, fail, openBrowser, run } from "./harness.mjs";
 
-let chromium;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch (e) {
-  fail(`playwright-core is not installed (${e.message}); run: (cd tests/e2e && npm ci)`, 3);
-}
+const { chromium, executablePath } = await chromiumOrExit("webauthn.mjs");
 
 const { values: opt, positionals: urls } = parseArgs({
   allowPositionals: true,
@@ -47,65 +35,12 @@ const { values: opt, positionals: urls } = parseArgs({
 });
 const cb = opt["redirect-uri"];
 if (!cb || !opt.username || !opt.password || !opt["account-token"] || !opt.origin || !opt.tenant || urls.length !== 1) {
-  fail("usage: webauthn.mjs --redirect-uri URI --username U --password P --account-token T --origin O --tenant S AUTHZ_URL", 2);
+  fail("webauthn.mjs", "usage: webauthn.mjs --redirect-uri URI --username U --password P --account-token T --origin O --tenant S AUTHZ_URL", 2);
 }
-const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
-if (!fs.existsSync(executablePath)) fail(`no Chromium at ${executablePath}: apt-get install -y chromium`, 3);
 const timeout = Number(opt.timeout);
 
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "unicred-e2e-webauthn-"));
-let context;
-let server;
-
-async function main() {
-  context = await chromium.launchPersistentContext(userDataDir, {
-    executablePath,
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
-  context.setDefaultTimeout(timeout);
-  context.setDefaultNavigationTimeout(timeout);
-  const violations = [];
-  await context.addInitScript(() => {
-    document.addEventListener("securitypolicyviolation", (e) => {
-      console.error(`securitypolicyviolation: ${e.violatedDirective} blocked ${e.blockedURI}`);
-    });
-  });
-
-  let onCallback = null;
-  const cbUrl = new URL(cb);
-  server = http.createServer((req, res) => {
-    const hit = new URL(req.url, cb).href;
-    res.writeHead(200, { "content-type": "text/plain" });
-    res.end("callback captured\n");
-    if (hit.startsWith(cb) && onCallback) onCallback(hit);
-  });
-  await new Promise((resolve, reject) => {
-    server.once("error", (e) => reject(new Error(`cannot serve the redirect URI ${cb}: ${e.message}`)));
-    server.listen(Number(cbUrl.port || 80), cbUrl.hostname, resolve);
-  });
-  const cbHit = new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`no redirect to ${cb} within ${timeout} ms`)), 3 * timeout);
-    onCallback = (u) => {
-      clearTimeout(t);
-      resolve(u);
-    };
-  });
-  cbHit.catch(() => {});
-
-  const page = context.pages()[0] ?? (await context.newPage());
-  page.on("console", (m) => {
-    const t = m.text();
-    if (/content.security.policy|securitypolicyviolation/i.test(t)) violations.push(`${page.url()}: ${t}`);
-  });
-  page.on("pageerror", (e) => violations.push(`page error on ${page.url()}: ${e.message}`));
-  if (process.env.E2E_DEBUG) {
-    const log = (m) => process.stderr.write(`[browser] ${m}\n`);
-    page.on("request", (r) => log(`> ${r.method()} ${r.url()}`));
-    page.on("response", (r) => log(`< ${r.status()} ${r.url()}`));
-    page.on("console", (m) => log(`console ${m.type()}: ${m.text()}`));
-  }
+async function main({ context, page, violations, nextCallback }) {
+  const cbHit = nextCallback(3 * timeout);
 
   // The virtual authenticator: a platform-like CTAP2 key that verifies the user.
   const cdp = await context.newCDPSession(page);
@@ -194,15 +129,8 @@ async function main() {
   );
 }
 
-let status = 0;
-try {
-  await main();
-} catch (e) {
-  process.stderr.write(`webauthn.mjs FAILED: ${e.stack || e}\n`);
-  status = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  if (server) server.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
-}
-process.exit(status);
+await run(
+  "webauthn.mjs",
+  () => openBrowser({ chromium, executablePath, prefix: "unicred-e2e-webauthn-", timeout, redirectUri: cb }),
+  main,
+);
