@@ -2,7 +2,7 @@
 //! exists. An attempt is *reserved* (counted as a failure) before its password is checked,
 //! with a compare-and-swap, so N parallel guesses can never evaluate more than the threshold.
 
-use super::{Db, Result, now};
+use super::{Db, Result};
 
 pub enum Reservation {
     Allowed,
@@ -24,7 +24,10 @@ pub fn delay(rules: &Rules, failures: i64) -> i64 {
 }
 
 pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) -> Result<Reservation> {
-    let t = now();
+    // `next_allowed_at` is whole seconds; rounding the deadline up (rather than adding the
+    // delay to a truncated `now`) makes every delay last at least its full length.
+    let now_ms = now_millis();
+    let t = now_ms / 1000;
     sqlx::query(
         "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) values ($1, $2, 0, 0, $3) \
          on conflict (tenant_id, username) do nothing",
@@ -54,15 +57,15 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
             .await?;
             continue;
         };
-        if next_allowed_at > t {
+        if next_allowed_at * 1000 > now_ms {
             return Ok(Reservation::Throttled {
-                retry_after: next_allowed_at - t,
+                retry_after: (next_allowed_at - t).max(1),
             });
         }
         let after = failures + 1;
         let next = match delay(rules, after) {
             0 => 0,
-            d => t + d,
+            d => deadline(now_ms, d),
         };
         let r = sqlx::query(
             "update throttles set failures = $1, next_allowed_at = $2, updated_at = $3 \
@@ -82,6 +85,18 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
     }
     // Heavy contention on one account: treat as throttled rather than spin.
     Ok(Reservation::Throttled { retry_after: 1 })
+}
+
+/// After full authentication (every required factor): the account starts clean.
+/// The first whole second at or after `now_ms + delay` seconds.
+fn deadline(now_ms: i64, delay: i64) -> i64 {
+    (now_ms + delay * 1000 + 999) / 1000
+}
+
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// After full authentication (every required factor): the account starts clean.
@@ -117,5 +132,13 @@ mod tests {
         let d: Vec<i64> = (0..20).map(|f| delay(&r, f)).collect();
         assert_eq!(&d[..8], &[0, 0, 0, 0, 0, 1, 2, 4]);
         assert_eq!(d[19], 900);
+    }
+
+    #[test]
+    fn a_delay_is_never_cut_short_by_the_second_boundary() {
+        // 0.999 s into a second, a 1 s delay must still end no earlier than 1 s later.
+        assert_eq!(deadline(100_999, 1), 102);
+        assert_eq!(deadline(100_000, 1), 101);
+        assert_eq!(deadline(100_001, 2), 103);
     }
 }
