@@ -330,6 +330,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
     let mut heads: HashMap<String, (i64, String)> = HashMap::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let mut attempt = 0;
+        let started = std::time::Instant::now();
         let result = loop {
             attempt += 1;
             match append(&db, &batch, &mut heads).await {
@@ -345,6 +346,8 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
         };
         match result {
             Ok(receipts) => {
+                metrics::histogram!("unicred_audit_batch_events").record(batch.len() as f64);
+                metrics::histogram!("unicred_audit_batch_seconds").record(started.elapsed().as_secs_f64());
                 for (p, r) in batch.drain(..).zip(receipts) {
                     let _ = p.done.send(Ok(r));
                 }

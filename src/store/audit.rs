@@ -95,11 +95,15 @@ pub async fn advance_head(
 /// Multi-row inserts, a bounded number of rows per statement.
 pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]) -> Result<()> {
     const COLS: usize = 12;
-    // A few fixed statement sizes, so every connection's prepared-statement cache keeps them
-    // (a statement per batch length would be prepared again and again).
+    // Power-of-two statement sizes: every connection's prepared-statement cache keeps all
+    // seven (a statement per batch length would be prepared again and again), and a batch
+    // takes at most seven statements (each is a round trip to SQLite's worker thread).
     let mut rest = rows;
     while !rest.is_empty() {
-        let size = [64, 16, 4, 1].into_iter().find(|n| *n <= rest.len()).unwrap_or(1);
+        let size = [64, 32, 16, 8, 4, 2, 1]
+            .into_iter()
+            .find(|n| *n <= rest.len())
+            .unwrap_or(1);
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
         let mut sql = format!("insert into audit_events ({EVENT_COLS}) values ");
