@@ -28,17 +28,14 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
     // delay to a truncated `now`) makes every delay last at least its full length.
     let now_ms = now_millis();
     let t = now_ms / 1000;
-    sqlx::query(
-        "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) values ($1, $2, 0, 0, $3) \
-         on conflict (tenant_id, username) do nothing",
-    )
-    .bind(tenant_id)
-    .bind(username)
-    .bind(t)
-    .execute(&db.pool)
-    .await?;
+    let next_after = |failures: i64| match delay(rules, failures) {
+        0 => 0,
+        d => deadline(now_ms, d),
+    };
+    // Two statements on each path: a read, then an insert of the first failure or a
+    // compare-and-swap of the count (either fails, and the loop re-reads, if a parallel
+    // attempt got there first).
     for _ in 0..8 {
-        // A concurrent full sign-in may delete the row between the insert and this read.
         let row: Option<(i64, i64)> =
             sqlx::query_as("select failures, next_allowed_at from throttles where tenant_id = $1 and username = $2")
                 .bind(tenant_id)
@@ -46,15 +43,19 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
                 .fetch_optional(&db.pool)
                 .await?;
         let Some((failures, next_allowed_at)) = row else {
-            sqlx::query(
-                "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) values ($1, $2, 0, 0, $3) \
-                 on conflict (tenant_id, username) do nothing",
+            let r = sqlx::query(
+                "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) \
+                 values ($1, $2, 1, $3, $4) on conflict (tenant_id, username) do nothing",
             )
             .bind(tenant_id)
             .bind(username)
+            .bind(next_after(1))
             .bind(t)
             .execute(&db.pool)
             .await?;
+            if r.rows_affected() == 1 {
+                return Ok(Reservation::Allowed);
+            }
             continue;
         };
         if next_allowed_at * 1000 > now_ms {
@@ -62,17 +63,12 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
                 retry_after: (next_allowed_at - t).max(1),
             });
         }
-        let after = failures + 1;
-        let next = match delay(rules, after) {
-            0 => 0,
-            d => deadline(now_ms, d),
-        };
         let r = sqlx::query(
             "update throttles set failures = $1, next_allowed_at = $2, updated_at = $3 \
              where tenant_id = $4 and username = $5 and failures = $6",
         )
-        .bind(after)
-        .bind(next)
+        .bind(failures + 1)
+        .bind(next_after(failures + 1))
         .bind(t)
         .bind(tenant_id)
         .bind(username)
@@ -87,7 +83,6 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
     Ok(Reservation::Throttled { retry_after: 1 })
 }
 
-/// After full authentication (every required factor): the account starts clean.
 /// The first whole second at or after `now_ms + delay` seconds.
 fn deadline(now_ms: i64, delay: i64) -> i64 {
     (now_ms + delay * 1000 + 999) / 1000
