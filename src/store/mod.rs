@@ -66,6 +66,8 @@ pub enum Backend {
 pub struct Db {
     pub pool: AnyPool,
     pub backend: Backend,
+    /// SQLite: the one connection write transactions use (see [`Db::begin_write`]).
+    writer: Option<AnyPool>,
 }
 
 static SQLITE: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -93,38 +95,14 @@ impl Db {
             (Backend::Postgres, url.to_string())
         };
         let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(5))
-            // sqlx pings every connection it hands out: a round trip before each query. A
-            // SQLite connection cannot go away; a PostgreSQL one used within the last second
-            // was alive then, so only one idle for longer (a database restart or a proxy may
-            // have cut it meanwhile) is pinged, and replaced if the ping fails.
-            .test_before_acquire(false)
-            .before_acquire(move |conn, meta| {
-                Box::pin(async move {
-                    if backend == Backend::Postgres && meta.idle_for > Duration::from_secs(1) {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the writer; busy_timeout makes writers
-                        // queue instead of failing.
-                        conn.execute("pragma journal_mode = wal").await?;
-                        conn.execute("pragma synchronous = normal").await?;
-                        conn.execute("pragma busy_timeout = 10000").await?;
-                        conn.execute("pragma foreign_keys = on").await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect_with(options)
+        let pool = pool_options(backend, max_connections)
+            .connect_with(options.clone())
             .await?;
-        Ok(Db { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => Some(pool_options(backend, 1).connect_with(options).await?),
+            Backend::Postgres => None,
+        };
+        Ok(Db { pool, backend, writer })
     }
 
     fn migrator(&self) -> &'static sqlx::migrate::Migrator {
@@ -158,14 +136,49 @@ impl Db {
         Ok(())
     }
 
-    /// A write transaction. On SQLite it takes the write lock up front (`begin immediate`) so
-    /// a read-then-write transaction cannot fail with SQLITE_BUSY half-way.
+    /// A write transaction. On SQLite it runs on the process's one writer connection and takes
+    /// the write lock up front (`begin immediate`), so a read-then-write transaction cannot
+    /// fail with SQLITE_BUSY half-way, transactions queue in order on the pool instead of
+    /// polling the lock, and the writer's page cache stays warm (SQLite drops a connection's
+    /// cache whenever another connection wrote since its last transaction).
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
-        Ok(match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
-            Backend::Postgres => self.pool.begin().await?,
+        Ok(match &self.writer {
+            Some(writer) => writer.begin_with("begin immediate").await?,
+            None => self.pool.begin().await?,
         })
     }
+}
+
+fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out: a round trip before each query. A
+        // SQLite connection cannot go away; a PostgreSQL one used within the last second
+        // was alive then, so only one idle for longer (a database restart or a proxy may
+        // have cut it meanwhile) is pinged, and replaced if the ping fails.
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            Box::pin(async move {
+                if backend == Backend::Postgres && meta.idle_for > Duration::from_secs(1) {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the writer; busy_timeout makes writers
+                    // queue instead of failing.
+                    conn.execute("pragma journal_mode = wal").await?;
+                    conn.execute("pragma synchronous = normal").await?;
+                    conn.execute("pragma busy_timeout = 10000").await?;
+                    conn.execute("pragma foreign_keys = on").await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 /// Unix seconds.
