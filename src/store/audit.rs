@@ -98,6 +98,9 @@ pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]
     // Power-of-two statement sizes: every connection's prepared-statement cache keeps all
     // seven (a statement per batch length would be prepared again and again), and a batch
     // takes at most seven statements (each is a round trip to SQLite's worker thread).
+    // SQLite gets anonymous `?` placeholders: sqlx looks up every numbered parameter's name,
+    // and SQLite's lookup is a linear scan, quadratic over a 768-parameter statement.
+    let numbered = tx.backend_name() != "SQLite";
     let mut rest = rows;
     while !rest.is_empty() {
         let size = [64, 32, 16, 8, 4, 2, 1]
@@ -116,7 +119,11 @@ pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]
                 if c > 0 {
                     sql.push(',');
                 }
-                sql.push_str(&format!("${}", i * COLS + c + 1));
+                if numbered {
+                    sql.push_str(&format!("${}", i * COLS + c + 1));
+                } else {
+                    sql.push('?');
+                }
             }
             sql.push(')');
         }
