@@ -13,6 +13,7 @@ use crate::password::PasswordError;
 use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 
+pub mod passkey;
 pub mod webauthn;
 
 pub const ACR_PWD: &str = "urn:unicred:acr:pwd";

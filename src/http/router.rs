@@ -116,6 +116,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login/mfa", post(oidc::login::mfa_submit))
         .route("/login/webauthn/options", post(oidc::login::webauthn_options))
         .route("/login/webauthn", post(oidc::login::webauthn_submit))
+        .route("/login/passkey/options", post(oidc::login::passkey_options))
+        .route("/login/passkey", post(oidc::login::passkey_submit))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(

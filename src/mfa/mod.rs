@@ -12,6 +12,7 @@ use crate::crypto::Purpose;
 use crate::store::{self, StoreError, factors::FactorRow};
 use crate::tenants::Tenant;
 
+pub mod passkey;
 pub mod webauthn;
 
 pub const KIND_TOTP: &str = "totp";

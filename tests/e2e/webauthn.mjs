@@ -12,7 +12,13 @@
 // this script serves itself on the redirect URI's host and port. No Content-Security-Policy
 // violation may be reported on the way.
 //
-// Prints {"code","state","iss","webauthn_button":true} on stdout. Exit 0 on success.
+// With --passwordless, the login page's "Sign in with a passkey" button (#passkey) is used
+// instead: no username, no password. With --foreign AUTHZ_URL (another tenant's authorize
+// URL), that tenant's login page is tried first with the same passkey, which must be refused
+// (#passkey-error shown, no redirect).
+//
+// Prints {"code","state","iss","webauthn_button":true} on stdout (plus "foreign_refused", the
+// error shown, with --foreign). Exit 0 on success.
 // Environment: CHROMIUM (default /usr/bin/chromium), E2E_DEBUG.
 
 import { parseArgs } from "node:util";
@@ -30,6 +36,8 @@ const { values: opt, positionals: urls } = parseArgs({
     "account-token": { type: "string" },
     origin: { type: "string" },
     tenant: { type: "string" },
+    passwordless: { type: "boolean", default: false },
+    foreign: { type: "string" },
     timeout: { type: "string", default: "15000" },
   },
 });
@@ -100,14 +108,33 @@ async function main({ context, page, violations, nextCallback }) {
   if (!registered.factor_id) throw new Error(`registration: ${JSON.stringify(registered)}`);
   const { credentials } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
   if (credentials.length !== 1) throw new Error(`the authenticator holds ${credentials.length} credentials`);
+  if (opt.passwordless && !credentials[0].isResidentCredential) throw new Error("the passkey is not discoverable");
 
-  // The login page, then the second-factor page's passkey button.
+  // Another tenant's login page offers the same passkey (one relying party for every
+  // tenant) but must refuse it.
+  let foreignRefused;
+  if (opt.foreign) {
+    await page.goto(opt.foreign);
+    await page.locator("#passkey").click();
+    const err = page.locator("#passkey-error");
+    await err.waitFor({ state: "visible" });
+    foreignRefused = await err.textContent();
+    if (!page.url().startsWith(new URL(opt.foreign).origin)) throw new Error(`left the login page: ${page.url()}`);
+  }
+
   await page.goto(urls[0]);
   await page.locator("form#login").waitFor({ state: "visible" });
-  await page.fill("#username", opt.username);
-  await page.fill("#password", opt.password);
-  await page.click("#submit");
-  const button = page.locator("#webauthn");
+  let button;
+  if (opt.passwordless) {
+    // The login page's own passkey button: no username, no password.
+    button = page.locator("#passkey");
+  } else {
+    // The password, then the second-factor page's passkey button.
+    await page.fill("#username", opt.username);
+    await page.fill("#password", opt.password);
+    await page.click("#submit");
+    button = page.locator("#webauthn");
+  }
   await button.waitFor({ state: "visible" });
   if (violations.length) throw new Error(`CSP violations before the passkey step:\n  ${violations.join("\n  ")}`);
   await button.click();
@@ -115,8 +142,9 @@ async function main({ context, page, violations, nextCallback }) {
   try {
     hit = await cbHit;
   } catch (e) {
-    const err = await page.locator("#webauthn-error").textContent({ timeout: 500 }).catch(() => null);
-    throw new Error(`${e.message}; page ${page.url()}${err ? `, #webauthn-error: ${err}` : ""}`);
+    const box = opt.passwordless ? "#passkey-error" : "#webauthn-error";
+    const err = await page.locator(box).textContent({ timeout: 500 }).catch(() => null);
+    throw new Error(`${e.message}; page ${page.url()}${err ? `, ${box}: ${err}` : ""}`);
   }
   if (violations.length) throw new Error(`CSP violations:\n  ${violations.join("\n  ")}`);
   const { credentials: after } = await cdp.send("WebAuthn.getCredentials", { authenticatorId });
@@ -125,7 +153,7 @@ async function main({ context, page, violations, nextCallback }) {
   if (!q.get("code")) throw new Error(`no code in ${hit}`);
   process.stdout.write(
     JSON.stringify({ code: q.get("code"), state: q.get("state"), iss: q.get("iss"), webauthn_button: true,
-      sign_count: after[0]?.signCount }) + "\n",
+      sign_count: after[0]?.signCount, foreign_refused: foreignRefused }) + "\n",
   );
 }
 
