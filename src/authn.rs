@@ -333,6 +333,17 @@ async fn factor_success(
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }
+    authenticated(state, tenant, client, st, amr).await
+}
+
+/// Full authentication of the (still active) user of a spent state token.
+async fn authenticated(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    st: &StateRow,
+    amr: &str,
+) -> Result<PasswordOk, AuthnError> {
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .filter(|u| u.status == "active")
@@ -394,14 +405,16 @@ pub async fn factor(
     })
 }
 
-/// `POST /authn/enroll/totp`: the enrolment-only state token may start a TOTP factor.
+/// `POST /authn/enroll/totp` (`purpose` `enroll`) and the login page's enrolment step
+/// (`page-enroll`): the enrolment-only state token may start a TOTP factor.
 pub async fn enroll_totp(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
 ) -> Result<mfa::Enrolment, AuthnError> {
-    let st = load_state(state, tenant, client, token, "enroll").await?;
+    let st = load_state(state, tenant, client, token, purpose).await?;
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .ok_or(AuthnError::InvalidFactor)?;
@@ -410,22 +423,49 @@ pub async fn enroll_totp(
         .map_err(internal)
 }
 
-/// `POST /authn/enroll/totp/confirm`: a valid code confirms the factor, issues recovery codes
-/// and completes the sign-in.
-pub async fn enroll_confirm(
+/// The pending TOTP enrolment `factor` of an enrolment-only state token's user, shown again
+/// (after a wrong code); `None` once the token is dead or the factor is not pending.
+pub async fn enrolment_again(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
+    factor: &str,
+) -> Result<Option<mfa::Enrolment>, AuthnError> {
+    let st = match load_state(state, tenant, client, token, purpose).await {
+        Ok(st) => st,
+        Err(AuthnError::InvalidFactor) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(user) = store::users::get(&state.db, &tenant.id, &st.user_id).await? else {
+        return Ok(None);
+    };
+    mfa::pending_totp(state, tenant, &user.id, factor, &user.username)
+        .await
+        .map_err(internal)
+}
+
+/// A valid code confirms the pending TOTP factor of an enrolment-only state token of
+/// `purpose` (`factor`, or the latest one the token's user started): recovery codes are
+/// issued, `mfa.enrolled` audited and the state token spent. A wrong code counts like any
+/// second-factor failure.
+pub async fn confirm_enrolment(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+    factor: Option<&str>,
     code: &str,
-) -> Result<(Step, Vec<String>), AuthnError> {
-    let st = load_state(state, tenant, client, token, "enroll").await?;
+) -> Result<(StateRow, Vec<String>), AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
     factor_attempt(state, tenant, &st).await?;
     let pending = store::factors::for_user(&state.db, &tenant.id, &st.user_id)
         .await?
         .into_iter()
         .rev()
-        .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP)
+        .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP && factor.is_none_or(|id| id == f.id))
         .ok_or(AuthnError::InvalidFactor)?;
     let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id))
         .await
@@ -439,9 +479,24 @@ pub async fn enroll_confirm(
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
-        .data(serde_json::json!({ "factor": "totp" }));
+        .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
     state.audit.record(e).await.map_err(internal)?;
-    let ok = factor_success(state, tenant, client, token, &st, AMR_MFA).await?;
+    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
+    Ok((st, codes))
+}
+
+/// `POST /authn/enroll/totp/confirm`: a confirmed enrolment completes the sign-in at once.
+pub async fn enroll_confirm(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    code: &str,
+) -> Result<(Step, Vec<String>), AuthnError> {
+    let (st, codes) = confirm_enrolment(state, tenant, client, token, "enroll", None, code).await?;
+    let ok = authenticated(state, tenant, client, &st, AMR_MFA).await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
     Ok((
         Step::Success {
@@ -451,6 +506,32 @@ pub async fn enroll_confirm(
         },
         codes,
     ))
+}
+
+/// The login page after a confirmed enrolment: the recovery codes are shown first, so the
+/// sign-in completes on the page's next post, with a fresh single-use state token of purpose
+/// `page-enrolled` for the same user.
+pub async fn enrolled_state(state: &AppState, st: &StateRow) -> Result<String, AuthnError> {
+    let token = crate::crypto::random_token::<32>();
+    let row = StateRow {
+        purpose: "page-enrolled".into(),
+        failures: 0,
+        ..st.clone()
+    };
+    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    Ok(token)
+}
+
+/// Completes a sign-in whose enrolment was confirmed (`enrolled_state`): spends the token and
+/// reaches full authentication, as after a second factor.
+pub async fn finish_enrolled(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+) -> Result<PasswordOk, AuthnError> {
+    let st = load_state(state, tenant, client, token, "page-enrolled").await?;
+    factor_success(state, tenant, client, token, &st, AMR_MFA).await
 }
 
 /// Re-hashes with the tenant's current parameters and pepper; a failure only costs the upgrade.

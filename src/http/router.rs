@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
         .route("/login/webauthn", post(oidc::login::webauthn_submit))
         .route("/login/passkey/options", post(oidc::login::passkey_options))
         .route("/login/passkey", post(oidc::login::passkey_submit))
+        .route("/login/enroll", post(oidc::login::enroll_submit))
+        .route("/login/enroll/continue", post(oidc::login::enroll_continue))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(

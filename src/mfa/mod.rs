@@ -96,13 +96,44 @@ pub async fn enroll_totp(
         last_used_at: None,
     };
     store::factors::create(&state.db, &row, version as i64).await?;
+    enrolment(id, &seed[..], &t)
+}
+
+fn enrolment(factor_id: String, seed: &[u8], t: &Totp) -> Result<Enrolment, MfaError> {
     let png = t.to_qr_png().map_err(|e| MfaError::Internal(e.to_string()))?;
     Ok(Enrolment {
-        factor_id: id,
+        factor_id,
         secret: totp_rs::Secret::from(seed.to_vec()).to_base32(),
         otpauth_uri: t.to_url().map_err(|e| MfaError::Internal(e.to_string()))?,
         qr_png_base64: base64::engine::general_purpose::STANDARD.encode(png),
     })
+}
+
+/// The enrolment of the user's pending (unconfirmed) TOTP factor `factor_id` again — for a
+/// page shown anew after a wrong code; `None` if it is not a pending factor of this user.
+pub async fn pending_totp(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    factor_id: &str,
+    account: &str,
+) -> Result<Option<Enrolment>, MfaError> {
+    let rows = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
+    let Some(f) = rows
+        .iter()
+        .find(|f| f.id == factor_id && f.kind == KIND_TOTP && f.confirmed == 0)
+    else {
+        return Ok(None);
+    };
+    let Some(ct) = f.secret_ct.as_deref() else {
+        return Ok(None);
+    };
+    let seed = state
+        .keyring
+        .decrypt(Purpose::TotpSeed, &tenant.id, &f.id, ct)
+        .map_err(|e| MfaError::Internal(e.to_string()))?;
+    let t = totp(&seed, &tenant.name, account)?;
+    enrolment(f.id.clone(), &seed, &t).map(Some)
 }
 
 /// Checks a TOTP code against the user's confirmed factors (or one pending factor):

@@ -182,7 +182,7 @@ pub async fn enroll_totp(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
-    match authn::enroll_totp(&state, &tenant, &client, &b.state_token).await {
+    match authn::enroll_totp(&state, &tenant, &client, &b.state_token, "enroll").await {
         Ok(e) => Ok(json(
             StatusCode::OK,
             serde_json::json!({"factor_id": e.factor_id, "secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_png_base64": e.qr_png_base64}),

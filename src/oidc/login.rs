@@ -23,7 +23,9 @@ use super::pages::{error_page, page};
 use super::session;
 use crate::crypto::secret_hash;
 
+mod enroll;
 mod passkey;
+pub use enroll::{enroll_continue, enroll_submit};
 pub use passkey::{passkey_options, passkey_submit};
 
 #[derive(Deserialize)]
@@ -197,11 +199,7 @@ pub async fn submit(
         Err(e) => return internal(&tenant, &e),
     }
     if authn::mfa_blocks(&tenant) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "Your organisation requires a second factor, which is not available yet.",
-        );
+        return enroll::start(&state, &tenant, &tx, &ok).await;
     }
     if let Err(e) = authn::fully_authenticated(&state, &tenant, &tx.client, &ok, "pwd").await {
         return internal(&tenant, &e);
