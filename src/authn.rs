@@ -32,8 +32,12 @@ pub enum Step {
         state_token: String,
         factors: Vec<&'static str>,
     },
-    /// The tenant requires a second factor and the user has none: enrolment only.
-    MfaEnrollRequired { state_token: String },
+    /// The tenant requires a second factor and the user has none: enrolment only, of one of
+    /// `factors` (the kinds the tenant allows that the sign-in API can enrol).
+    MfaEnrollRequired {
+        state_token: String,
+        factors: Vec<&'static str>,
+    },
 }
 
 /// State tokens live 5 minutes and die after 5 failures.
@@ -235,7 +239,14 @@ pub async fn password(
     }
     if mfa_blocks(tenant) {
         let token = new_state(state, tenant, client, &ok, "enroll").await?;
-        return Ok(Step::MfaEnrollRequired { state_token: token });
+        let factors = [mfa::KIND_TOTP]
+            .into_iter()
+            .filter(|k| tenant.policy.allows(k))
+            .collect();
+        return Ok(Step::MfaEnrollRequired {
+            state_token: token,
+            factors,
+        });
     }
     fully_authenticated(state, tenant, client, &ok, "pwd").await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd"], ACR_PWD).await?;
@@ -418,9 +429,11 @@ pub async fn enroll_totp(
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .ok_or(AuthnError::InvalidFactor)?;
-    mfa::enroll_totp(state, tenant, &user.id, &user.username)
-        .await
-        .map_err(internal)
+    match mfa::enroll_totp(state, tenant, &user.id, &user.username).await {
+        Ok(e) => Ok(e),
+        Err(mfa::MfaError::NotAllowed(_)) => Err(AuthnError::InvalidFactor),
+        Err(e) => Err(internal(e)),
+    }
 }
 
 /// The pending TOTP enrolment `factor` of an enrolment-only state token's user, shown again

@@ -19,6 +19,27 @@ pub enum MfaPolicy {
     Required,
 }
 
+/// A kind of second factor a tenant may allow (`mfa_factors`). Recovery codes are not one:
+/// they always come with a confirmed factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorType {
+    Totp,
+    Webauthn,
+}
+
+impl FactorType {
+    pub const ALL: [FactorType; 2] = [FactorType::Totp, FactorType::Webauthn];
+
+    /// The factor kind as stored and as the APIs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorType::Totp => "totp",
+            FactorType::Webauthn => "webauthn",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Argon2Policy {
@@ -37,6 +58,9 @@ pub struct Policy {
     pub zxcvbn_min_score: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa: Option<MfaPolicy>,
+    /// The second-factor types users may enrol and sign in with (default: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_factors: Option<Vec<FactorType>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lockout_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +109,15 @@ impl Policy {
         self.lockout_max_delay_seconds.unwrap_or(900) as i64
     }
 
+    /// Whether users may enrol and use second factors of `kind` (`totp`, `webauthn`). An
+    /// existing credential of a kind no longer allowed is neither offered nor accepted.
+    pub fn allows(&self, kind: &str) -> bool {
+        match &self.mfa_factors {
+            None => FactorType::ALL.iter().any(|f| f.as_str() == kind),
+            Some(allowed) => allowed.iter().any(|f| f.as_str() == kind),
+        }
+    }
+
     /// Overlays the fields set in `patch`.
     pub fn merge(&mut self, patch: &Policy) {
         macro_rules! take {
@@ -104,6 +137,9 @@ impl Policy {
             signing_alg,
             argon2
         );
+        if patch.mfa_factors.is_some() {
+            self.mfa_factors = patch.mfa_factors.clone();
+        }
     }
 
     /// Range checks; `Err((field, reason))`.
@@ -133,6 +169,14 @@ impl Policy {
         range("session_idle_seconds", self.session_idle_seconds, 5, 30 * 86400)?;
         range("session_max_seconds", self.session_max_seconds, 5, 90 * 86400)?;
         range("reauth_window_seconds", self.reauth_window_seconds, 5, 86400)?;
+        if let Some(f) = &self.mfa_factors {
+            if f.is_empty() {
+                return Err(("mfa_factors", "must allow at least one of totp, webauthn".into()));
+            }
+            if f.iter().enumerate().any(|(i, a)| f[..i].contains(a)) {
+                return Err(("mfa_factors", "must not repeat a factor type".into()));
+            }
+        }
         if let Some(a) = self.argon2 {
             range("argon2", Some(a.m_kib), 19456, argon2_max_m_kib)?;
             range("argon2", Some(a.t), 2, 32)?;

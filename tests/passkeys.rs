@@ -394,5 +394,21 @@ async fn foreign_unbound_undiscoverable_and_cloned_passkeys_are_refused() {
             .await
             .unwrap();
     assert_eq!(failures, 1, "the refused assertion counts toward alice's throttle");
+
+    // A tenant that stops allowing WebAuthn offers no passkey button and takes no assertion.
+    let (st, b) =
+        t.s.admin(
+            reqwest::Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(json!({"policy": {"mfa_factors": ["totp"]}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (tx, csrf, page) = login_page(&t, "bank", &bank).await;
+    assert!(!page.contains("id=\"passkey\""), "{page}");
+    let (code, _, _) = page_post(&t, "bank", "/login/passkey/options", &[("tx", &tx), ("csrf", &csrf)]).await;
+    assert_eq!(code, 403);
     t.s.stop().await;
 }

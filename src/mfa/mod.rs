@@ -24,6 +24,9 @@ pub enum MfaError {
     Store(#[from] StoreError),
     #[error("factor: {0}")]
     Internal(String),
+    /// The tenant's policy (`mfa_factors`) does not allow this kind of factor.
+    #[error("the tenant does not allow {0} factors")]
+    NotAllowed(&'static str),
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -79,6 +82,9 @@ pub async fn enroll_totp(
     user_id: &str,
     account: &str,
 ) -> Result<Enrolment, MfaError> {
+    if !tenant.policy.allows(KIND_TOTP) {
+        return Err(MfaError::NotAllowed(KIND_TOTP));
+    }
     let seed = Zeroizing::new(crate::crypto::random_bytes::<20>());
     let id = store::new_id();
     let (ct, version) = state.keyring.encrypt(Purpose::TotpSeed, &tenant.id, &id, &seed[..]);
@@ -145,7 +151,7 @@ pub async fn check_totp(
     code: &str,
     pending: Option<&str>,
 ) -> Result<Option<String>, MfaError> {
-    if code.len() > 16 {
+    if code.len() > 16 || !tenant.policy.allows(KIND_TOTP) {
         return Ok(None);
     }
     let now = store::now() as u64;
@@ -173,11 +179,13 @@ pub async fn check_totp(
     Ok(None)
 }
 
+/// Whether the user has a confirmed factor of a kind the tenant allows (one of another kind
+/// is not offered, so it does not count — nor do the recovery codes that came with it).
 pub async fn has_confirmed(state: &AppState, tenant: &Tenant, user_id: &str) -> Result<bool, MfaError> {
     Ok(store::factors::for_user(&state.db, &tenant.id, user_id)
         .await?
         .iter()
-        .any(|f| f.confirmed != 0))
+        .any(|f| f.confirmed != 0 && tenant.policy.allows(&f.kind)))
 }
 
 fn normalize_code(code: &str) -> String {

@@ -10,7 +10,8 @@ use webauthn_rs::prelude::{DiscoverableAuthentication, PublicKeyCredential, Requ
 
 use super::MfaError;
 use super::webauthn::{
-    Asserted, accept, b64url, challenge_hash, echoed_challenge, internal, parse, save_ceremony, user_handle,
+    Asserted, KIND_WEBAUTHN, accept, b64url, challenge_hash, echoed_challenge, internal, parse, save_ceremony,
+    user_handle,
 };
 use crate::app::AppState;
 use crate::store::webauthn as db;
@@ -29,6 +30,9 @@ pub async fn options(
     client_id: &str,
     binding: &str,
 ) -> Result<RequestChallengeResponse, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
+    }
     let (mut rcr, auth) = state.webauthn.start_discoverable_authentication().map_err(internal)?;
     // webauthn-rs marks these options for conditional mediation (autofill); the login page
     // asks on a button press instead, a plain modal request.
@@ -65,6 +69,9 @@ pub async fn identify(
     binding: &str,
     credential: &PublicKeyCredential,
 ) -> Result<Option<Identified>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Ok(None);
+    }
     let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
         return Ok(None);
     };

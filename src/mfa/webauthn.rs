@@ -92,11 +92,14 @@ pub async fn offered_factors(state: &AppState, tenant: &Tenant, user_id: &str) -
     let rows = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
     let mut out = Vec::new();
     for kind in [super::KIND_TOTP, KIND_WEBAUTHN] {
-        if rows.iter().any(|f| f.kind == kind && f.confirmed != 0) {
+        if tenant.policy.allows(kind) && rows.iter().any(|f| f.kind == kind && f.confirmed != 0) {
             out.push(kind);
         }
     }
-    out.push("recovery_code");
+    // Recovery codes stand in for an allowed factor, never for one the tenant dropped.
+    if !out.is_empty() {
+        out.push("recovery_code");
+    }
     Ok(out)
 }
 
@@ -137,6 +140,9 @@ pub async fn register_options(
     username: &str,
     name: &str,
 ) -> Result<CreationChallengeResponse, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
+    }
     let exclude: Vec<_> = passkeys(state, &tenant.id, user_id)
         .await?
         .into_iter()
@@ -194,6 +200,9 @@ pub async fn register_finish(
     user_id: &str,
     credential: &RegisterPublicKeyCredential,
 ) -> Result<Option<String>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
+    }
     let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
         return Ok(None);
     };
@@ -249,6 +258,9 @@ pub async fn authenticate_options(
     user_id: &str,
     client_id: &str,
 ) -> Result<Option<RequestChallengeResponse>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Ok(None);
+    }
     let keys: Vec<Passkey> = passkeys(state, &tenant.id, user_id)
         .await?
         .into_iter()
@@ -298,6 +310,9 @@ pub async fn authenticate_finish(
     client_id: &str,
     credential: &PublicKeyCredential,
 ) -> Result<Option<Asserted>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Ok(None);
+    }
     let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
         return Ok(None);
     };

@@ -350,6 +350,7 @@ async fn mfa_page(
         action => format!("{issuer}/login/mfa"),
         webauthn_options => webauthn.then(|| format!("{issuer}/login/webauthn/options")),
         webauthn_action => webauthn.then(|| format!("{issuer}/login/webauthn")),
+        totp => tenant.policy.allows(crate::mfa::KIND_TOTP),
         tx => &tx.id,
         csrf => &tx.csrf,
         state => token,

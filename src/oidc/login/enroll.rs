@@ -39,6 +39,15 @@ fn failed(tenant: &Tenant, e: AuthnError) -> Response {
 
 /// After a correct password of a user who must enrol: a new TOTP factor, pending, on a page.
 pub(super) async fn start(state: &AppState, tenant: &Tenant, tx: &Tx, ok: &PasswordOk) -> Response {
+    if !tenant.policy.allows(crate::mfa::KIND_TOTP) {
+        // The pages enrol only TOTP; a tenant that allows WebAuthn alone registers its users'
+        // keys through the account API.
+        return error_page(
+            StatusCode::FORBIDDEN,
+            &tenant.name,
+            "Your organisation requires a second factor that cannot be set up here. Please contact your administrator.",
+        );
+    }
     let token = match authn::new_state(state, tenant, &tx.client, ok, PURPOSE).await {
         Ok(t) => t,
         Err(e) => return failed(tenant, e),

@@ -16,9 +16,9 @@ use crate::http::extract::Path;
 use crate::http::ratelimit::ClientIp;
 use crate::tenants::Tenant;
 
-/// Whether the login page offers passwordless passkeys.
-pub(super) fn offered(_tenant: &Tenant) -> bool {
-    true
+/// Whether the login page offers passwordless passkeys: when the tenant allows WebAuthn.
+pub(super) fn offered(tenant: &Tenant) -> bool {
+    tenant.policy.allows(crate::mfa::webauthn::KIND_WEBAUTHN)
 }
 
 /// `POST /login/passkey/options` (form fields `tx`, `csrf`): assertion options naming no
