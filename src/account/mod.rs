@@ -97,6 +97,14 @@ impl AccountUser {
 fn mfa_problem(e: mfa::MfaError) -> Problem {
     match e {
         mfa::MfaError::NotAllowed(kind) => not_allowed(kind),
+        mfa::MfaError::AttestationRefused(reason) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "attestation-refused",
+            "Your organisation does not accept this authenticator",
+        )
+        .detail(format!(
+            "the tenant requires a verifiable attestation from an allowed authenticator model: {reason}"
+        )),
         e => Problem::internal(&e),
     }
 }

@@ -12,6 +12,7 @@ use crate::crypto::Purpose;
 use crate::store::{self, StoreError, factors::FactorRow};
 use crate::tenants::Tenant;
 
+pub mod attestation;
 pub mod passkey;
 pub mod webauthn;
 
@@ -24,6 +25,9 @@ pub enum MfaError {
     Store(#[from] StoreError),
     #[error("factor: {0}")]
     Internal(String),
+    /// The tenant requires direct attestation and this authenticator's does not qualify.
+    #[error("attestation refused: {0}")]
+    AttestationRefused(String),
     /// The tenant's policy (`mfa_factors`) does not allow this kind of factor.
     #[error("the tenant does not allow {0} factors")]
     NotAllowed(&'static str),

@@ -148,12 +148,21 @@ pub async fn register_options(
         .into_iter()
         .map(|(_, p)| p.cred_id().clone())
         .collect();
-    let (ccr, reg) = state
-        .webauthn
-        .start_passkey_registration(user_handle(&tenant.id, user_id), username, username, Some(exclude))
-        .map_err(internal)?;
+    let handle = user_handle(&tenant.id, user_id);
+    let (ccr, ceremony) = match super::attestation::cas(&tenant.policy).map_err(internal)? {
+        None => {
+            let (ccr, reg) = state
+                .webauthn
+                .start_passkey_registration(handle, username, username, Some(exclude))
+                .map_err(internal)?;
+            (ccr, serde_json::json!({"name": name, "registration": reg}))
+        }
+        Some(cas) => {
+            let (ccr, reg) = super::attestation::start(state, handle, username, exclude, cas)?;
+            (ccr, serde_json::json!({"name": name, "attested": reg}))
+        }
+    };
     let ccr = prefer_resident_key(ccr)?;
-    let ceremony = serde_json::json!({"name": name, "registration": reg});
     save_ceremony(
         state,
         &tenant.id,
@@ -219,13 +228,25 @@ pub async fn register_finish(
         return Ok(None);
     };
     let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
-    let reg: PasskeyRegistration = serde_json::from_value(ceremony["registration"].clone()).map_err(internal)?;
     let name = ceremony["name"].as_str().unwrap_or("Passkey");
-    let passkey = match state.webauthn.finish_passkey_registration(credential, &reg) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(error = %e, "WebAuthn registration refused");
-            return Ok(None);
+    let passkey = if let Some(reg) = ceremony.get("attested") {
+        let reg = serde_json::from_value(reg.clone()).map_err(internal)?;
+        match super::attestation::finish(state, tenant, user_id, credential, &reg).await? {
+            Some(p) => p,
+            None => return Ok(None),
+        }
+    } else if tenant.policy.attestation_required() {
+        // Begun before the tenant required attestation: nothing was verified.
+        let reason = "the registration began before the tenant required attestation".to_string();
+        return Err(super::attestation::refuse(state, tenant, user_id, reason, None).await);
+    } else {
+        let reg: PasskeyRegistration = serde_json::from_value(ceremony["registration"].clone()).map_err(internal)?;
+        match state.webauthn.finish_passkey_registration(credential, &reg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(error = %e, "WebAuthn registration refused");
+                return Ok(None);
+            }
         }
     };
     let id = store::new_id();
