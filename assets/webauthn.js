@@ -4,9 +4,11 @@
 //    for the user who just gave a password;
 //  - the login page (#passkey-step beside form#login): "Sign in with a passkey", a
 //    discoverable credential with user verification and no username.
-// Each asks its options endpoint for an assertion request, runs navigator.credentials.get,
-// posts the assertion (as the JSON webauthn-rs reads: base64url without padding) and follows
-// the redirect URL the server answers with.
+//  - the enrolment page (#enroll-webauthn-step), for tenants that require a second factor:
+//    registers a passkey or security key with navigator.credentials.create, then shows the
+//    recovery codes the server answers with and the form that continues the sign-in.
+// Each asks its options endpoint for a request, runs the browser's WebAuthn call, posts the
+// answer (as the JSON webauthn-rs reads: base64url without padding) and goes on.
 (function () {
   "use strict";
 
@@ -98,7 +100,85 @@
     });
   }
 
+  // Enrolment: options → navigator.credentials.create → registration → recovery codes.
+  function wireEnrolment(step, button, errorBox, form) {
+    var notUsed = "The passkey or security key was not registered.";
+    function fields() {
+      var p = new URLSearchParams();
+      ["tx", "csrf", "state"].forEach(function (n) {
+        p.append(n, form.elements[n].value);
+      });
+      return p;
+    }
+
+    async function register() {
+      button.disabled = true;
+      errorBox.hidden = true;
+      var options = await post(step.dataset.options, fields(), notUsed);
+      var pk = options.publicKey;
+      pk.challenge = b64urlToBytes(pk.challenge);
+      pk.user.id = b64urlToBytes(pk.user.id);
+      (pk.excludeCredentials || []).forEach(function (c) {
+        c.id = b64urlToBytes(c.id);
+      });
+      var cred;
+      try {
+        cred = await navigator.credentials.create({ publicKey: pk });
+      } catch (e) {
+        throw new Error(notUsed);
+      }
+      if (!cred) throw new Error(notUsed);
+      var credential = {
+        id: cred.id,
+        rawId: bytesToB64url(cred.rawId),
+        type: cred.type,
+        response: {
+          attestationObject: bytesToB64url(cred.response.attestationObject),
+          clientDataJSON: bytesToB64url(cred.response.clientDataJSON),
+        },
+        extensions: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+      };
+      var body = fields();
+      body.append("credential", JSON.stringify(credential));
+      var done = await post(step.dataset.action, body, notUsed);
+      var list = document.getElementById("recovery-codes");
+      done.recovery_codes.forEach(function (c) {
+        var li = document.createElement("li");
+        var code = document.createElement("code");
+        code.textContent = c;
+        li.appendChild(code);
+        list.appendChild(li);
+      });
+      var next = document.getElementById("continue");
+      next.elements.state.value = done.state;
+      var totp = document.getElementById("enroll-totp");
+      if (totp) totp.hidden = true;
+      step.hidden = true;
+      document.getElementById("enrolled").hidden = false;
+    }
+
+    button.addEventListener("click", function () {
+      register().catch(function (e) {
+        errorBox.textContent = e.message;
+        errorBox.hidden = false;
+        button.disabled = false;
+      });
+    });
+  }
+
   var supported = !!(window.PublicKeyCredential && navigator.credentials);
+  (function () {
+    var step = document.getElementById("enroll-webauthn-step");
+    var button = document.getElementById("enroll-webauthn");
+    var errorBox = document.getElementById("enroll-webauthn-error");
+    var form = document.getElementById("enroll-webauthn-form");
+    if (!step || !button || !errorBox || !form || !document.getElementById("enrolled")) return;
+    if (!supported) {
+      step.hidden = true;
+      return;
+    }
+    wireEnrolment(step, button, errorBox, form);
+  })();
   [
     ["webauthn-step", "webauthn", "webauthn-error", "mfa", ["tx", "csrf", "state"],
       "The security key or passkey was not used."],

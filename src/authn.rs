@@ -13,6 +13,7 @@ use crate::password::PasswordError;
 use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 
+pub mod enroll_webauthn;
 pub mod passkey;
 pub mod webauthn;
 
@@ -239,7 +240,7 @@ pub async fn password(
     }
     if mfa_blocks(tenant) {
         let token = new_state(state, tenant, client, &ok, "enroll").await?;
-        let factors = [mfa::KIND_TOTP]
+        let factors = [mfa::KIND_TOTP, mfa::webauthn::KIND_WEBAUTHN]
             .into_iter()
             .filter(|k| tenant.policy.allows(k))
             .collect();
@@ -276,6 +277,7 @@ pub async fn new_state(
         purpose: purpose.into(),
         throttle_key: ok.throttle_key.clone(),
         failures: 0,
+        amr: None,
     };
     store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
     Ok(token)
@@ -348,7 +350,7 @@ async fn factor_success(
 }
 
 /// Full authentication of the (still active) user of a spent state token.
-async fn authenticated(
+pub(crate) async fn authenticated(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
@@ -523,12 +525,13 @@ pub async fn enroll_confirm(
 
 /// The login page after a confirmed enrolment: the recovery codes are shown first, so the
 /// sign-in completes on the page's next post, with a fresh single-use state token of purpose
-/// `page-enrolled` for the same user.
-pub async fn enrolled_state(state: &AppState, st: &StateRow) -> Result<String, AuthnError> {
+/// `page-enrolled` for the same user, carrying the `amr` of the factor just enrolled.
+pub async fn enrolled_state(state: &AppState, st: &StateRow, amr: &[&str]) -> Result<String, AuthnError> {
     let token = crate::crypto::random_token::<32>();
     let row = StateRow {
         purpose: "page-enrolled".into(),
         failures: 0,
+        amr: Some(amr.join(" ")),
         ..st.clone()
     };
     store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
@@ -536,15 +539,17 @@ pub async fn enrolled_state(state: &AppState, st: &StateRow) -> Result<String, A
 }
 
 /// Completes a sign-in whose enrolment was confirmed (`enrolled_state`): spends the token and
-/// reaches full authentication, as after a second factor.
+/// reaches full authentication, as after a second factor; answers the `amr` to use.
 pub async fn finish_enrolled(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
-) -> Result<PasswordOk, AuthnError> {
+) -> Result<(PasswordOk, String), AuthnError> {
     let st = load_state(state, tenant, client, token, "page-enrolled").await?;
-    factor_success(state, tenant, client, token, &st, AMR_MFA).await
+    let amr = st.amr.clone().ok_or(AuthnError::InvalidFactor)?;
+    let ok = factor_success(state, tenant, client, token, &st, &amr).await?;
+    Ok((ok, amr))
 }
 
 /// Re-hashes with the tenant's current parameters and pepper; a failure only costs the upgrade.
@@ -567,7 +572,7 @@ async fn upgrade(state: &AppState, tenant: &Tenant, user: &UserRow, password: &s
     }
 }
 
-async fn issue_ticket(
+pub(crate) async fn issue_ticket(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,

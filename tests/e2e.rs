@@ -317,6 +317,66 @@ async fn browser_passwordless_passkey() {
     assert_eq!(amr[1], "user", "{claims}");
 }
 
+/// A tenant that requires a second factor and allows only WebAuthn: after the password, the
+/// enrolment page registers the browser's key, shows the recovery codes, and continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_enrols_a_passkey_when_required() {
+    if !enabled() {
+        return;
+    }
+    let (s, admin) = setup().await;
+    let (st, b) = s
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/v1/tenants/{TENANT}"),
+            &admin,
+            Some(json!({"policy": {"mfa": "required", "mfa_factors": ["webauthn"]}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (listener, cb) = callback();
+    let (web, web_secret) = app(&s, &admin, &cb, "Web App", "client_secret_basic", "ES256").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
+    let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
+    let mut cmd = Command::new(std::env::var("UNICRED_E2E_NODE").unwrap_or("node".into()));
+    cmd.args([
+        "webauthn.mjs",
+        "--redirect-uri",
+        &cb,
+        "--username",
+        "alice",
+        "--password",
+        PW,
+        "--enrol",
+        "--origin",
+        &origin,
+        "--tenant",
+        TENANT,
+        &url,
+    ]);
+    drop(listener);
+    let v = last_json(&run(cmd, "chromium enrolment".into()).await);
+    assert_eq!(v["state"], "st-key", "{v}");
+    assert_eq!(v["recovery_codes"], 10, "{v}");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", v["code"].as_str().unwrap()),
+        ("redirect_uri", cb.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tok) = exchange(&s, &web, Some(&web_secret), &form).await;
+    assert_eq!(status, 200, "{tok}");
+    let idt = tok["id_token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(idt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
+    let amr = claims["amr"].as_array().unwrap();
+    assert_eq!(amr[0], "pwd", "{claims}");
+    assert!(amr[1] == "hwk" || amr[1] == "swk", "{claims}");
+    assert_eq!(amr[2], "user", "{claims}");
+    s.stop().await;
+}
+
 /// An authorization request of `client` at `tenant`: (PKCE verifier, URL).
 fn authorize_url(s: &Server, tenant: &str, client: &str, cb: &str, state: &str) -> (String, String) {
     let (verifier, challenge) = pkce();

@@ -568,13 +568,13 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
     // tenant signs her in with the password alone.
     let r = t.signin("alice").await;
     assert_eq!(r["status"], "SUCCESS", "{r}");
-    // A required tenant makes her enrol an allowed type — which the sign-in API cannot do
-    // for WebAuthn: no enrolable type is listed and TOTP enrolment is refused.
+    // A required tenant makes her enrol an allowed type: WebAuthn only, TOTP enrolment is
+    // refused.
     patch(json!({"mfa": "required"})).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = t.signin("alice").await;
     assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
-    assert_eq!(r["factors"], json!([]), "{r}");
+    assert_eq!(r["factors"], json!([{"type": "webauthn"}]), "{r}");
     let (st, b) = t
         .post("/authn/enroll/totp", json!({"state_token": r["state_token"]}))
         .await;

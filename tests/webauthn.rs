@@ -654,3 +654,102 @@ async fn direct_attestation_admits_only_listed_authenticators() {
     assert_eq!(st, 200, "{r}");
     t.s.stop().await;
 }
+
+#[tokio::test]
+async fn a_webauthn_only_tenant_enrols_a_key_during_sign_in() {
+    use webauthn_authenticator_rs::softtoken::SoftToken;
+    let t = setup().await;
+    let (soft_token, _) = SoftToken::new(true).unwrap();
+    let root = root_pem(&soft_token);
+    let (st, b) =
+        t.s.admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(
+                json!({"policy": {"mfa": "required", "mfa_factors": ["webauthn"], "webauthn_attestation": "direct",
+                "webauthn_aaguids": ["6d44ba9b-f6ec-2e49-b930-0c8fe920cb73"], "webauthn_attestation_roots": [root]}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin().await;
+    assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "webauthn"}]), "{r}");
+    let st = r["state_token"].as_str().unwrap().to_string();
+    let (code, body) = post(&t.s, &t, "/authn/enroll/totp", json!({"state_token": st})).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (403, Some("factor_not_allowed")),
+        "{body}"
+    );
+
+    let mut key = SoftPasskey::new(true);
+    let register = |opts: Value, key: &mut SoftPasskey| {
+        serde_json::to_value(
+            key.do_registration(origin(&t.s), serde_json::from_value(opts).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // Under direct attestation the self-attested soft passkey is refused (and audited).
+    let (code, opts) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{opts}");
+    assert_eq!(opts["publicKey"]["attestation"], "direct");
+    let cred = register(opts, &mut key);
+    let (code, body) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": cred}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("attestation_refused")),
+        "{body}"
+    );
+    // A garbled answer is an ordinary failure.
+    let (code, body) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": {"id": "x"}}),
+    )
+    .await;
+    assert_eq!((code, body["error"].as_str()), (401, Some("invalid_factor")), "{body}");
+
+    // Without attestation the same kind of key enrols and completes the sign-in.
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"webauthn_attestation": "none"}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, opts) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{opts}");
+    assert_eq!(opts["publicKey"]["authenticatorSelection"]["residentKey"], "preferred");
+    let cred = register(opts, &mut key);
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": cred}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["status"], "SUCCESS");
+    assert_eq!(ok["recovery_codes"].as_array().map(Vec::len), Some(10), "{ok}");
+    let tok = redeem(&t, ok["login_ticket"].as_str().unwrap(), None).await;
+    let c = claims(tok["id_token"].as_str().unwrap());
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "hwk", "user"]), "{c}");
+    // The state token is spent; the next sign-in asks for the key.
+    let (code, _) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 401);
+    t.begin(&t.s).await;
+    t.s.stop().await;
+}

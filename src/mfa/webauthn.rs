@@ -201,14 +201,21 @@ fn discoverable(credential: &RegisterPublicKeyCredential) -> bool {
         .unwrap_or(false)
 }
 
-/// Finishes a registration: the new factor's id, or `None` for an unknown, spent, expired or
+/// A newly registered credential.
+pub struct Registered {
+    pub factor_id: String,
+    /// May be synced to other devices (`swk` rather than `hwk`).
+    pub backup_eligible: bool,
+}
+
+/// Finishes a registration: the new factor, or `None` for an unknown, spent, expired or
 /// invalid ceremony, or a credential the tenant already has.
 pub async fn register_finish(
     state: &AppState,
     tenant: &Tenant,
     user_id: &str,
     credential: &RegisterPublicKeyCredential,
-) -> Result<Option<String>, MfaError> {
+) -> Result<Option<Registered>, MfaError> {
     if !tenant.policy.allows(KIND_WEBAUTHN) {
         return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
     }
@@ -251,6 +258,9 @@ pub async fn register_finish(
     };
     let id = store::new_id();
     let json = serde_json::to_string(&passkey).map_err(internal)?;
+    let backup_eligible = serde_json::to_value(&passkey).map_err(internal)?["cred"]["backup_eligible"]
+        .as_bool()
+        .unwrap_or(false);
     let created = db::create(
         &state.db,
         &db::NewCredential {
@@ -265,7 +275,10 @@ pub async fn register_finish(
     )
     .await;
     match created {
-        Ok(()) => Ok(Some(id)),
+        Ok(()) => Ok(Some(Registered {
+            factor_id: id,
+            backup_eligible,
+        })),
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }

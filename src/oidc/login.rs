@@ -25,7 +25,7 @@ use crate::crypto::secret_hash;
 
 mod enroll;
 mod passkey;
-pub use enroll::{enroll_continue, enroll_submit};
+pub use enroll::{enroll_continue, enroll_submit, enroll_webauthn, enroll_webauthn_options};
 pub use passkey::{passkey_options, passkey_submit};
 
 #[derive(Deserialize)]
