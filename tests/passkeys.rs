@@ -1,4 +1,5 @@
-//! Passwordless passkeys on the login page, with webauthn-authenticator-rs's software passkey
+//! Passkeys on the login pages — passwordless sign-in, and registration on the enrolment page
+//! of a tenant that requires a second factor — with webauthn-authenticator-rs's software passkey
 //! standing in for a discoverable authenticator: SoftPasskey needs the credential named in
 //! `allowCredentials` and returns no user handle, so the test adds both — exactly what a
 //! discoverable authenticator supplies itself (the user handle is not signed; the server
@@ -410,5 +411,131 @@ async fn foreign_unbound_undiscoverable_and_cloned_passkeys_are_refused() {
     assert!(!page.contains("id=\"passkey\""), "{page}");
     let (code, _, _) = page_post(&t, "bank", "/login/passkey/options", &[("tx", &tx), ("csrf", &csrf)]).await;
     assert_eq!(code, 403);
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_passwordless_ceremony_begun_on_one_process_finishes_on_another() {
+    let t = setup().await;
+    let app = t.tenant("bank").await;
+    let alice = t.s.user(&t.admin, "bank", "alice", PW).await;
+    let mut key = t.register("bank", &app, "alice", &alice, true).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = common::test_config(&t.s.db_url, &t.s.keys_dir, tmp.path());
+    cfg.public_url = t.s.state.config.public_url.clone();
+    let b = Server::start_with(cfg, Some(tmp)).await;
+
+    let (tx, csrf, _) = login_page(&t, "bank", &app).await;
+    let a = assert_with(&t, &mut key, options(&t, "bank", &tx, &csrf).await, None);
+    let r = no_redirects()
+        .post(format!("{}/t/bank/login/passkey", b.url))
+        .form(&[("tx", tx.as_str()), ("csrf", csrf.as_str()), ("credential", a.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(session_cookie(r.headers()));
+    b.stop().await;
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn the_login_page_enrols_a_key_when_the_tenant_requires_one() {
+    let t = setup().await;
+    let app = t.tenant("bank").await;
+    t.s.user(&t.admin, "bank", "alice", PW).await;
+    let (st, b) =
+        t.s.admin(
+            reqwest::Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(json!({"policy": {"mfa": "required", "mfa_factors": ["webauthn"]}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (tx, csrf, _) = login_page(&t, "bank", &app).await;
+    let (code, h, page) = page_post(
+        &t,
+        "bank",
+        "/login",
+        &[("tx", &tx), ("csrf", &csrf), ("username", "alice"), ("password", PW)],
+    )
+    .await;
+    assert_eq!(code, 200, "{page}");
+    assert!(!session_cookie(&h));
+    assert!(page.contains("id=\"enroll-webauthn\""), "{page}");
+    assert!(!page.contains("id=\"qr\""), "no TOTP offered: {page}");
+    let csp = h["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("img-src 'self';"), "{csp}");
+    let state = hidden(&page, "state");
+
+    let (code, _, _) = page_post(
+        &t,
+        "bank",
+        "/login/enroll/webauthn/options",
+        &[("tx", &tx), ("csrf", "forged"), ("state", &state)],
+    )
+    .await;
+    assert_eq!(code, 403, "CSRF");
+    let (code, _, opts) = page_post(
+        &t,
+        "bank",
+        "/login/enroll/webauthn/options",
+        &[("tx", &tx), ("csrf", &csrf), ("state", &state)],
+    )
+    .await;
+    assert_eq!(code, 200, "{opts}");
+    let ccr: CreationChallengeResponse = serde_json::from_str(&opts).unwrap();
+    let mut key = SoftPasskey::new(true);
+    let cred = serde_json::to_string(&key.do_registration(origin(&t.s), ccr).unwrap()).unwrap();
+    let form = [
+        ("tx", tx.as_str()),
+        ("csrf", csrf.as_str()),
+        ("state", state.as_str()),
+        ("credential", cred.as_str()),
+    ];
+    let (code, h, body) = page_post(&t, "bank", "/login/enroll/webauthn", &form).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(!session_cookie(&h), "no session before the recovery codes are seen");
+    let done: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(done["recovery_codes"].as_array().map(Vec::len), Some(10), "{done}");
+    // The registration cannot be replayed: the state token is spent.
+    let (code, _, _) = page_post(&t, "bank", "/login/enroll/webauthn", &form).await;
+    assert_eq!(code, 401);
+
+    let next = done["state"].as_str().unwrap();
+    let (code, h, body) = page_post(
+        &t,
+        "bank",
+        "/login/enroll/continue",
+        &[("tx", &tx), ("csrf", &csrf), ("state", next)],
+    )
+    .await;
+    assert_eq!(code, 303, "{body}");
+    assert!(session_cookie(&h));
+    let q: std::collections::HashMap<String, String> = url::Url::parse(h["location"].to_str().unwrap())
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect();
+    let tok: Value =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&app.id, Some(&app.secret))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &q["code"]),
+                ("redirect_uri", CB),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let c = claims(tok["id_token"].as_str().unwrap_or_else(|| panic!("{tok}")));
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "hwk", "user"]), "{c}");
     t.s.stop().await;
 }

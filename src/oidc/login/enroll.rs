@@ -82,7 +82,11 @@ fn enroll_page(
         qr_png_base64 => totp.map(|e| &e.qr_png_base64),
         error => error,
     };
-    page_with_data_images(status, "enroll.html", ctx, Some(&tx.req.redirect_uri))
+    // Only the TOTP QR code needs a data: image.
+    match totp {
+        Some(_) => page_with_data_images(status, "enroll.html", ctx, Some(&tx.req.redirect_uri)),
+        None => page(status, "enroll.html", ctx, Some(&tx.req.redirect_uri)),
+    }
 }
 
 /// `POST /login/enroll` (`tx`, `csrf`, `state`, `factor`, `code`): a valid code confirms the
