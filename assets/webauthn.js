@@ -1,19 +1,16 @@
-// unicred's second-factor page: sign in with a security key or passkey. Served from
+// unicred's login pages: WebAuthn through the pages' own endpoints. Served from
 // /assets/webauthn.js (the pages' CSP allows only same-origin scripts, no inline code).
-// Asks the page's options endpoint for an assertion request, runs navigator.credentials.get,
-// posts the assertion (as the JSON webauthn-rs reads: base64url without padding) and follows
-// the redirect URL the server answers with.
+//  - the second-factor page (#webauthn-step in form#mfa's page): a security key or passkey
+//    for the user who just gave a password;
+//  - the login page (#passkey-step beside form#login): "Sign in with a passkey", a
+//    discoverable credential with user verification and no username.
+//  - the enrolment page (#enroll-webauthn-step), for tenants that require a second factor:
+//    registers a passkey or security key with navigator.credentials.create, then shows the
+//    recovery codes the server answers with and the form that continues the sign-in.
+// Each asks its options endpoint for a request, runs the browser's WebAuthn call, posts the
+// answer (as the JSON webauthn-rs reads: base64url without padding) and goes on.
 (function () {
   "use strict";
-  var step = document.getElementById("webauthn-step");
-  var button = document.getElementById("webauthn");
-  var form = document.getElementById("mfa");
-  var errorBox = document.getElementById("webauthn-error");
-  if (!step || !button || !form) return;
-  if (!window.PublicKeyCredential || !navigator.credentials) {
-    step.hidden = true;
-    return;
-  }
 
   function b64urlToBytes(s) {
     var b64 = s.replace(/-/g, "+").replace(/_/g, "/");
@@ -31,21 +28,7 @@
     return btoa(bin).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
   }
 
-  function fields() {
-    var p = new URLSearchParams();
-    ["tx", "csrf", "state"].forEach(function (n) {
-      p.append(n, form.elements[n].value);
-    });
-    return p;
-  }
-
-  function showError(msg) {
-    errorBox.textContent = msg;
-    errorBox.hidden = false;
-    button.disabled = false;
-  }
-
-  async function post(url, body) {
+  async function post(url, body, fallback) {
     var r = await fetch(url, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -59,50 +42,157 @@
     } catch (e) {
       data = null;
     }
-    if (!r.ok || !data) {
-      throw new Error((data && data.error) || "The security key could not be used. Please try again.");
-    }
+    if (!r.ok || !data) throw new Error((data && data.error) || fallback);
     return data;
   }
 
-  async function signIn() {
-    button.disabled = true;
-    errorBox.hidden = true;
-    var options = await post(step.dataset.options, fields());
-    var pk = options.publicKey;
-    pk.challenge = b64urlToBytes(pk.challenge);
-    (pk.allowCredentials || []).forEach(function (c) {
-      c.id = b64urlToBytes(c.id);
-    });
-    var cred;
-    try {
-      cred = await navigator.credentials.get({ publicKey: pk });
-    } catch (e) {
-      throw new Error("The security key or passkey was not used.");
+  // One button: options → navigator.credentials.get → assertion → redirect.
+  function wire(step, button, errorBox, form, names, notUsed) {
+    function fields() {
+      var p = new URLSearchParams();
+      names.forEach(function (n) {
+        p.append(n, form.elements[n].value);
+      });
+      return p;
     }
-    if (!cred) throw new Error("The security key or passkey was not used.");
-    var resp = cred.response;
-    var credential = {
-      id: cred.id,
-      rawId: bytesToB64url(cred.rawId),
-      type: cred.type,
-      response: {
-        authenticatorData: bytesToB64url(resp.authenticatorData),
-        clientDataJSON: bytesToB64url(resp.clientDataJSON),
-        signature: bytesToB64url(resp.signature),
-        userHandle: resp.userHandle ? bytesToB64url(resp.userHandle) : null,
-      },
-      extensions: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
-    };
-    var body = fields();
-    body.append("credential", JSON.stringify(credential));
-    var done = await post(step.dataset.action, body);
-    window.location.assign(done.redirect);
+
+    async function signIn() {
+      button.disabled = true;
+      errorBox.hidden = true;
+      var options = await post(step.dataset.options, fields(), notUsed);
+      var pk = options.publicKey;
+      pk.challenge = b64urlToBytes(pk.challenge);
+      (pk.allowCredentials || []).forEach(function (c) {
+        c.id = b64urlToBytes(c.id);
+      });
+      var cred;
+      try {
+        cred = await navigator.credentials.get({ publicKey: pk });
+      } catch (e) {
+        throw new Error(notUsed);
+      }
+      if (!cred) throw new Error(notUsed);
+      var resp = cred.response;
+      var credential = {
+        id: cred.id,
+        rawId: bytesToB64url(cred.rawId),
+        type: cred.type,
+        response: {
+          authenticatorData: bytesToB64url(resp.authenticatorData),
+          clientDataJSON: bytesToB64url(resp.clientDataJSON),
+          signature: bytesToB64url(resp.signature),
+          userHandle: resp.userHandle ? bytesToB64url(resp.userHandle) : null,
+        },
+        extensions: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+      };
+      var body = fields();
+      body.append("credential", JSON.stringify(credential));
+      var done = await post(step.dataset.action, body, notUsed);
+      window.location.assign(done.redirect);
+    }
+
+    button.addEventListener("click", function () {
+      signIn().catch(function (e) {
+        errorBox.textContent = e.message;
+        errorBox.hidden = false;
+        button.disabled = false;
+      });
+    });
   }
 
-  button.addEventListener("click", function () {
-    signIn().catch(function (e) {
-      showError(e.message);
+  // Enrolment: options → navigator.credentials.create → registration → recovery codes.
+  function wireEnrolment(step, button, errorBox, form) {
+    var notUsed = "The passkey or security key was not registered.";
+    function fields() {
+      var p = new URLSearchParams();
+      ["tx", "csrf", "state"].forEach(function (n) {
+        p.append(n, form.elements[n].value);
+      });
+      return p;
+    }
+
+    async function register() {
+      button.disabled = true;
+      errorBox.hidden = true;
+      var options = await post(step.dataset.options, fields(), notUsed);
+      var pk = options.publicKey;
+      pk.challenge = b64urlToBytes(pk.challenge);
+      pk.user.id = b64urlToBytes(pk.user.id);
+      (pk.excludeCredentials || []).forEach(function (c) {
+        c.id = b64urlToBytes(c.id);
+      });
+      var cred;
+      try {
+        cred = await navigator.credentials.create({ publicKey: pk });
+      } catch (e) {
+        throw new Error(notUsed);
+      }
+      if (!cred) throw new Error(notUsed);
+      var credential = {
+        id: cred.id,
+        rawId: bytesToB64url(cred.rawId),
+        type: cred.type,
+        response: {
+          attestationObject: bytesToB64url(cred.response.attestationObject),
+          clientDataJSON: bytesToB64url(cred.response.clientDataJSON),
+        },
+        extensions: cred.getClientExtensionResults ? cred.getClientExtensionResults() : {},
+      };
+      var body = fields();
+      body.append("credential", JSON.stringify(credential));
+      var done = await post(step.dataset.action, body, notUsed);
+      var list = document.getElementById("recovery-codes");
+      done.recovery_codes.forEach(function (c) {
+        var li = document.createElement("li");
+        var code = document.createElement("code");
+        code.textContent = c;
+        li.appendChild(code);
+        list.appendChild(li);
+      });
+      var next = document.getElementById("continue");
+      next.elements.state.value = done.state;
+      var totp = document.getElementById("enroll-totp");
+      if (totp) totp.hidden = true;
+      step.hidden = true;
+      document.getElementById("enrolled").hidden = false;
+    }
+
+    button.addEventListener("click", function () {
+      register().catch(function (e) {
+        errorBox.textContent = e.message;
+        errorBox.hidden = false;
+        button.disabled = false;
+      });
     });
+  }
+
+  var supported = !!(window.PublicKeyCredential && navigator.credentials);
+  (function () {
+    var step = document.getElementById("enroll-webauthn-step");
+    var button = document.getElementById("enroll-webauthn");
+    var errorBox = document.getElementById("enroll-webauthn-error");
+    var form = document.getElementById("enroll-webauthn-form");
+    if (!step || !button || !errorBox || !form || !document.getElementById("enrolled")) return;
+    if (!supported) {
+      step.hidden = true;
+      return;
+    }
+    wireEnrolment(step, button, errorBox, form);
+  })();
+  [
+    ["webauthn-step", "webauthn", "webauthn-error", "mfa", ["tx", "csrf", "state"],
+      "The security key or passkey was not used."],
+    ["passkey-step", "passkey", "passkey-error", "login", ["tx", "csrf"], "The passkey was not used."],
+  ].forEach(function (c) {
+    var step = document.getElementById(c[0]);
+    var button = document.getElementById(c[1]);
+    var errorBox = document.getElementById(c[2]);
+    var form = document.getElementById(c[3]);
+    if (!step || !button || !errorBox || !form) return;
+    if (!supported) {
+      step.hidden = true;
+      return;
+    }
+    wire(step, button, errorBox, form, c[4], c[5]);
   });
 })();

@@ -13,6 +13,8 @@ use crate::password::PasswordError;
 use crate::store::{self, factors::StateRow, throttle, tickets::Ticket, users::UserRow};
 use crate::tenants::{MfaPolicy, Tenant};
 
+pub mod enroll_webauthn;
+pub mod passkey;
 pub mod webauthn;
 
 pub const ACR_PWD: &str = "urn:unicred:acr:pwd";
@@ -31,8 +33,12 @@ pub enum Step {
         state_token: String,
         factors: Vec<&'static str>,
     },
-    /// The tenant requires a second factor and the user has none: enrolment only.
-    MfaEnrollRequired { state_token: String },
+    /// The tenant requires a second factor and the user has none: enrolment only, of one of
+    /// `factors` (the kinds the tenant allows that the sign-in API can enrol).
+    MfaEnrollRequired {
+        state_token: String,
+        factors: Vec<&'static str>,
+    },
 }
 
 /// State tokens live 5 minutes and die after 5 failures.
@@ -234,7 +240,14 @@ pub async fn password(
     }
     if mfa_blocks(tenant) {
         let token = new_state(state, tenant, client, &ok, "enroll").await?;
-        return Ok(Step::MfaEnrollRequired { state_token: token });
+        let factors = [mfa::KIND_TOTP, mfa::webauthn::KIND_WEBAUTHN]
+            .into_iter()
+            .filter(|k| tenant.policy.allows(k))
+            .collect();
+        return Ok(Step::MfaEnrollRequired {
+            state_token: token,
+            factors,
+        });
     }
     fully_authenticated(state, tenant, client, &ok, "pwd").await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd"], ACR_PWD).await?;
@@ -264,6 +277,7 @@ pub async fn new_state(
         purpose: purpose.into(),
         throttle_key: ok.throttle_key.clone(),
         failures: 0,
+        amr: None,
     };
     store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
     Ok(token)
@@ -332,6 +346,17 @@ async fn factor_success(
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }
+    authenticated(state, tenant, client, st, amr).await
+}
+
+/// Full authentication of the (still active) user of a spent state token.
+pub(crate) async fn authenticated(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    st: &StateRow,
+    amr: &str,
+) -> Result<PasswordOk, AuthnError> {
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .filter(|u| u.status == "active")
@@ -393,38 +418,69 @@ pub async fn factor(
     })
 }
 
-/// `POST /authn/enroll/totp`: the enrolment-only state token may start a TOTP factor.
+/// `POST /authn/enroll/totp` (`purpose` `enroll`) and the login page's enrolment step
+/// (`page-enroll`): the enrolment-only state token may start a TOTP factor.
 pub async fn enroll_totp(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
 ) -> Result<mfa::Enrolment, AuthnError> {
-    let st = load_state(state, tenant, client, token, "enroll").await?;
+    let st = load_state(state, tenant, client, token, purpose).await?;
     let user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .ok_or(AuthnError::InvalidFactor)?;
-    mfa::enroll_totp(state, tenant, &user.id, &user.username)
-        .await
-        .map_err(internal)
+    match mfa::enroll_totp(state, tenant, &user.id, &user.username).await {
+        Ok(e) => Ok(e),
+        Err(mfa::MfaError::NotAllowed(_)) => Err(AuthnError::InvalidFactor),
+        Err(e) => Err(internal(e)),
+    }
 }
 
-/// `POST /authn/enroll/totp/confirm`: a valid code confirms the factor, issues recovery codes
-/// and completes the sign-in.
-pub async fn enroll_confirm(
+/// The pending TOTP enrolment `factor` of an enrolment-only state token's user, shown again
+/// (after a wrong code); `None` once the token is dead or the factor is not pending.
+pub async fn enrolment_again(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     token: &str,
+    purpose: &str,
+    factor: &str,
+) -> Result<Option<mfa::Enrolment>, AuthnError> {
+    let st = match load_state(state, tenant, client, token, purpose).await {
+        Ok(st) => st,
+        Err(AuthnError::InvalidFactor) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(user) = store::users::get(&state.db, &tenant.id, &st.user_id).await? else {
+        return Ok(None);
+    };
+    mfa::pending_totp(state, tenant, &user.id, factor, &user.username)
+        .await
+        .map_err(internal)
+}
+
+/// A valid code confirms the pending TOTP factor of an enrolment-only state token of
+/// `purpose` (`factor`, or the latest one the token's user started): recovery codes are
+/// issued, `mfa.enrolled` audited and the state token spent. A wrong code counts like any
+/// second-factor failure.
+pub async fn confirm_enrolment(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+    factor: Option<&str>,
     code: &str,
-) -> Result<(Step, Vec<String>), AuthnError> {
-    let st = load_state(state, tenant, client, token, "enroll").await?;
+) -> Result<(StateRow, Vec<String>), AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
     factor_attempt(state, tenant, &st).await?;
     let pending = store::factors::for_user(&state.db, &tenant.id, &st.user_id)
         .await?
         .into_iter()
         .rev()
-        .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP)
+        .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP && factor.is_none_or(|id| id == f.id))
         .ok_or(AuthnError::InvalidFactor)?;
     let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id))
         .await
@@ -438,9 +494,24 @@ pub async fn enroll_confirm(
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
-        .data(serde_json::json!({ "factor": "totp" }));
+        .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
     state.audit.record(e).await.map_err(internal)?;
-    let ok = factor_success(state, tenant, client, token, &st, AMR_MFA).await?;
+    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
+    Ok((st, codes))
+}
+
+/// `POST /authn/enroll/totp/confirm`: a confirmed enrolment completes the sign-in at once.
+pub async fn enroll_confirm(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    code: &str,
+) -> Result<(Step, Vec<String>), AuthnError> {
+    let (st, codes) = confirm_enrolment(state, tenant, client, token, "enroll", None, code).await?;
+    let ok = authenticated(state, tenant, client, &st, AMR_MFA).await?;
     let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
     Ok((
         Step::Success {
@@ -450,6 +521,35 @@ pub async fn enroll_confirm(
         },
         codes,
     ))
+}
+
+/// The login page after a confirmed enrolment: the recovery codes are shown first, so the
+/// sign-in completes on the page's next post, with a fresh single-use state token of purpose
+/// `page-enrolled` for the same user, carrying the `amr` of the factor just enrolled.
+pub async fn enrolled_state(state: &AppState, st: &StateRow, amr: &[&str]) -> Result<String, AuthnError> {
+    let token = crate::crypto::random_token::<32>();
+    let row = StateRow {
+        purpose: "page-enrolled".into(),
+        failures: 0,
+        amr: Some(amr.join(" ")),
+        ..st.clone()
+    };
+    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    Ok(token)
+}
+
+/// Completes a sign-in whose enrolment was confirmed (`enrolled_state`): spends the token and
+/// reaches full authentication, as after a second factor; answers the `amr` to use.
+pub async fn finish_enrolled(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+) -> Result<(PasswordOk, String), AuthnError> {
+    let st = load_state(state, tenant, client, token, "page-enrolled").await?;
+    let amr = st.amr.clone().ok_or(AuthnError::InvalidFactor)?;
+    let ok = factor_success(state, tenant, client, token, &st, &amr).await?;
+    Ok((ok, amr))
 }
 
 /// Re-hashes with the tenant's current parameters and pepper; a failure only costs the upgrade.
@@ -472,7 +572,7 @@ async fn upgrade(state: &AppState, tenant: &Tenant, user: &UserRow, password: &s
     }
 }
 
-async fn issue_ticket(
+pub(crate) async fn issue_ticket(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,

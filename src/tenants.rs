@@ -19,6 +19,43 @@ pub enum MfaPolicy {
     Required,
 }
 
+/// A kind of second factor a tenant may allow (`mfa_factors`). Recovery codes are not one:
+/// they always come with a confirmed factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FactorType {
+    Totp,
+    Webauthn,
+}
+
+impl FactorType {
+    pub const ALL: [FactorType; 2] = [FactorType::Totp, FactorType::Webauthn];
+
+    /// The factor kind as stored and as the APIs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactorType::Totp => "totp",
+            FactorType::Webauthn => "webauthn",
+        }
+    }
+}
+
+/// Which WebAuthn attestation registration asks for and requires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Attestation {
+    /// Any authenticator (no attestation asked for).
+    None,
+    /// Only authenticators whose attestation chains to one of `webauthn_attestation_roots`
+    /// and whose AAGUID is in `webauthn_aaguids`.
+    Direct,
+}
+
+/// Bounds on what a tenant admin may store in the attestation allow-list.
+const MAX_AAGUIDS: usize = 64;
+const MAX_ROOTS: usize = 16;
+const MAX_ROOT_PEM_BYTES: usize = 16 * 1024;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Argon2Policy {
@@ -37,6 +74,18 @@ pub struct Policy {
     pub zxcvbn_min_score: Option<u8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfa: Option<MfaPolicy>,
+    /// The second-factor types users may enrol and sign in with (default: all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfa_factors: Option<Vec<FactorType>>,
+    /// `none` (default) or `direct`: see `Attestation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webauthn_attestation: Option<Attestation>,
+    /// With `direct`: the AAGUIDs (authenticator models) allowed to register.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webauthn_aaguids: Option<Vec<uuid::Uuid>>,
+    /// With `direct`: the vendors' attestation root certificates (PEM) that vouch for them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webauthn_attestation_roots: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lockout_threshold: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +134,15 @@ impl Policy {
         self.lockout_max_delay_seconds.unwrap_or(900) as i64
     }
 
+    /// Whether users may enrol and use second factors of `kind` (`totp`, `webauthn`). An
+    /// existing credential of a kind no longer allowed is neither offered nor accepted.
+    pub fn allows(&self, kind: &str) -> bool {
+        match &self.mfa_factors {
+            None => FactorType::ALL.iter().any(|f| f.as_str() == kind),
+            Some(allowed) => allowed.iter().any(|f| f.as_str() == kind),
+        }
+    }
+
     /// Overlays the fields set in `patch`.
     pub fn merge(&mut self, patch: &Policy) {
         macro_rules! take {
@@ -102,8 +160,57 @@ impl Policy {
             session_max_seconds,
             reauth_window_seconds,
             signing_alg,
-            argon2
+            argon2,
+            webauthn_attestation
         );
+        if patch.mfa_factors.is_some() {
+            self.mfa_factors = patch.mfa_factors.clone();
+        }
+        if patch.webauthn_aaguids.is_some() {
+            self.webauthn_aaguids = patch.webauthn_aaguids.clone();
+        }
+        if patch.webauthn_attestation_roots.is_some() {
+            self.webauthn_attestation_roots = patch.webauthn_attestation_roots.clone();
+        }
+    }
+
+    /// Whether WebAuthn registration requires a verifiable attestation.
+    pub fn attestation_required(&self) -> bool {
+        self.webauthn_attestation == Some(Attestation::Direct)
+    }
+
+    fn validate_attestation(&self) -> Result<(), (&'static str, String)> {
+        let aaguids = self.webauthn_aaguids.as_deref().unwrap_or_default();
+        let roots = self.webauthn_attestation_roots.as_deref().unwrap_or_default();
+        if aaguids.len() > MAX_AAGUIDS {
+            return Err(("webauthn_aaguids", format!("must list at most {MAX_AAGUIDS}")));
+        }
+        if roots.len() > MAX_ROOTS {
+            return Err(("webauthn_attestation_roots", format!("must list at most {MAX_ROOTS}")));
+        }
+        if roots.iter().any(|r| r.len() > MAX_ROOT_PEM_BYTES) {
+            return Err((
+                "webauthn_attestation_roots",
+                format!("each certificate must be at most {MAX_ROOT_PEM_BYTES} bytes"),
+            ));
+        }
+        if !self.attestation_required() {
+            return Ok(());
+        }
+        if aaguids.is_empty() {
+            return Err((
+                "webauthn_aaguids",
+                "must list at least one AAGUID when attestation is direct".into(),
+            ));
+        }
+        if roots.is_empty() {
+            return Err((
+                "webauthn_attestation_roots",
+                "must list at least one PEM root certificate when attestation is direct".into(),
+            ));
+        }
+        crate::mfa::attestation::cas(self).map_err(|e| ("webauthn_attestation_roots", e))?;
+        Ok(())
     }
 
     /// Range checks; `Err((field, reason))`.
@@ -133,6 +240,15 @@ impl Policy {
         range("session_idle_seconds", self.session_idle_seconds, 5, 30 * 86400)?;
         range("session_max_seconds", self.session_max_seconds, 5, 90 * 86400)?;
         range("reauth_window_seconds", self.reauth_window_seconds, 5, 86400)?;
+        self.validate_attestation()?;
+        if let Some(f) = &self.mfa_factors {
+            if f.is_empty() {
+                return Err(("mfa_factors", "must allow at least one of totp, webauthn".into()));
+            }
+            if f.iter().enumerate().any(|(i, a)| f[..i].contains(a)) {
+                return Err(("mfa_factors", "must not repeat a factor type".into()));
+            }
+        }
         if let Some(a) = self.argon2 {
             range("argon2", Some(a.m_kib), 19456, argon2_max_m_kib)?;
             range("argon2", Some(a.t), 2, 32)?;

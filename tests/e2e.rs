@@ -296,6 +296,106 @@ async fn browser_login_with_a_passkey() {
     if !enabled() {
         return;
     }
+    let claims = browser_passkey(false).await;
+    let amr = claims["amr"].as_array().unwrap();
+    assert_eq!(amr[0], "pwd", "{claims}");
+    assert!(amr.iter().any(|a| a == "hwk" || a == "swk"), "{claims}");
+    assert!(amr.iter().any(|a| a == "user"), "user verified: {claims}");
+}
+
+/// The same passkey, discoverable, with only the login page's "Sign in with a passkey"
+/// button: no username, no password; first refused on another tenant's login page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_passwordless_passkey() {
+    if !enabled() {
+        return;
+    }
+    let claims = browser_passkey(true).await;
+    let amr = claims["amr"].as_array().unwrap();
+    assert_eq!(amr.len(), 2, "{claims}");
+    assert!(amr[0] == "hwk" || amr[0] == "swk", "{claims}");
+    assert_eq!(amr[1], "user", "{claims}");
+}
+
+/// A tenant that requires a second factor and allows only WebAuthn: after the password, the
+/// enrolment page registers the browser's key, shows the recovery codes, and continues.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_enrols_a_passkey_when_required() {
+    if !enabled() {
+        return;
+    }
+    let (s, admin) = setup().await;
+    let (st, b) = s
+        .admin(
+            reqwest::Method::PATCH,
+            &format!("/admin/v1/tenants/{TENANT}"),
+            &admin,
+            Some(json!({"policy": {"mfa": "required", "mfa_factors": ["webauthn"]}})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    let (listener, cb) = callback();
+    let (web, web_secret) = app(&s, &admin, &cb, "Web App", "client_secret_basic", "ES256").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
+    let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
+    let mut cmd = Command::new(std::env::var("UNICRED_E2E_NODE").unwrap_or("node".into()));
+    cmd.args([
+        "webauthn.mjs",
+        "--redirect-uri",
+        &cb,
+        "--username",
+        "alice",
+        "--password",
+        PW,
+        "--enrol",
+        "--origin",
+        &origin,
+        "--tenant",
+        TENANT,
+        &url,
+    ]);
+    drop(listener);
+    let v = last_json(&run(cmd, "chromium enrolment".into()).await);
+    assert_eq!(v["state"], "st-key", "{v}");
+    assert_eq!(v["recovery_codes"], 10, "{v}");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", v["code"].as_str().unwrap()),
+        ("redirect_uri", cb.as_str()),
+        ("code_verifier", verifier.as_str()),
+    ];
+    let (status, tok) = exchange(&s, &web, Some(&web_secret), &form).await;
+    assert_eq!(status, 200, "{tok}");
+    let idt = tok["id_token"].as_str().unwrap();
+    let claims: Value = serde_json::from_slice(&B64.decode(idt.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
+    let amr = claims["amr"].as_array().unwrap();
+    assert_eq!(amr[0], "pwd", "{claims}");
+    assert!(amr[1] == "hwk" || amr[1] == "swk", "{claims}");
+    assert_eq!(amr[2], "user", "{claims}");
+    s.stop().await;
+}
+
+/// An authorization request of `client` at `tenant`: (PKCE verifier, URL).
+fn authorize_url(s: &Server, tenant: &str, client: &str, cb: &str, state: &str) -> (String, String) {
+    let (verifier, challenge) = pkce();
+    let mut u = url::Url::parse(&format!("{}/authorize", s.issuer(tenant))).unwrap();
+    u.query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", client)
+        .append_pair("redirect_uri", cb)
+        .append_pair("scope", "openid")
+        .append_pair("state", state)
+        .append_pair("nonce", "n-key")
+        .append_pair("code_challenge", &challenge)
+        .append_pair("code_challenge_method", "S256");
+    (verifier, u.to_string())
+}
+
+/// Registers a passkey in Chromium's virtual authenticator and signs in with it (after the
+/// password, or `passwordless`); returns the ID token's claims (acr checked here).
+async fn browser_passkey(passwordless: bool) -> Value {
     let (s, admin) = setup().await;
     let (listener, cb) = callback();
     let (web, web_secret) = app(&s, &admin, &cb, "Web App", "client_secret_basic", "ES256").await;
@@ -333,17 +433,7 @@ async fn browser_login_with_a_passkey() {
     assert_eq!(status, 200, "{tok}");
     let account_token = tok["access_token"].as_str().unwrap().to_string();
 
-    let (verifier, challenge) = pkce();
-    let mut u = url::Url::parse(&format!("{}/authorize", s.issuer(TENANT))).unwrap();
-    u.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &web)
-        .append_pair("redirect_uri", &cb)
-        .append_pair("scope", "openid")
-        .append_pair("state", "st-key")
-        .append_pair("nonce", "n-key")
-        .append_pair("code_challenge", &challenge)
-        .append_pair("code_challenge_method", "S256");
+    let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
     let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
     let mut cmd = Command::new(std::env::var("UNICRED_E2E_NODE").unwrap_or("node".into()));
     cmd.args([
@@ -360,13 +450,30 @@ async fn browser_login_with_a_passkey() {
         &origin,
         "--tenant",
         TENANT,
-        u.as_str(),
     ]);
+    if passwordless {
+        // Another tenant with the same user name and an app on the same redirect URI.
+        s.tenant(&admin, "elsewhere").await;
+        s.user(&admin, "elsewhere", "alice", PW).await;
+        let (id, _) = s
+            .client(
+                &admin,
+                "elsewhere",
+                json!({"name": "Other App", "grant_types": ["authorization_code"], "redirect_uris": [cb]}),
+            )
+            .await;
+        let (_, foreign) = authorize_url(&s, "elsewhere", &id, &cb, "st-foreign");
+        cmd.args(["--passwordless", "--foreign", &foreign]);
+    }
+    cmd.arg(url);
     drop(listener);
-    let out = run(cmd, "chromium passkey".into()).await;
+    let out = run(cmd, format!("chromium passkey (passwordless: {passwordless})")).await;
     let v = last_json(&out);
     assert_eq!(v["state"], "st-key", "{v}");
     assert_eq!(v["iss"], s.issuer(TENANT), "{v}");
+    if passwordless {
+        assert!(v["foreign_refused"].as_str().is_some_and(|e| !e.is_empty()), "{v}");
+    }
     let form = [
         ("grant_type", "authorization_code"),
         ("code", v["code"].as_str().unwrap()),
@@ -378,9 +485,6 @@ async fn browser_login_with_a_passkey() {
     let idt = tok["id_token"].as_str().unwrap();
     let claims: Value = serde_json::from_slice(&B64.decode(idt.split('.').nth(1).unwrap()).unwrap()).unwrap();
     assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
-    let amr = claims["amr"].as_array().unwrap();
-    assert_eq!(amr[0], "pwd", "{claims}");
-    assert!(amr.iter().any(|a| a == "hwk" || a == "swk"), "{claims}");
-    assert!(amr.iter().any(|a| a == "user"), "user verified: {claims}");
     s.stop().await;
+    claims
 }

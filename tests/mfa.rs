@@ -517,3 +517,93 @@ async fn account_changes_need_a_recent_authentication() {
     );
     t.s.stop().await;
 }
+
+#[tokio::test]
+async fn the_tenant_chooses_the_allowed_factor_types() {
+    let t = setup().await;
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let patch = |policy: Value| {
+        t.s.admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(json!({ "policy": policy })),
+        )
+    };
+    // Validation: unknown types are malformed (400, naming the field); an empty or repeating
+    // list is invalid (422, naming the field).
+    let (st, b) = patch(json!({"mfa_factors": ["totp", "sms"]})).await;
+    common::assert_problem(st, &b, 400, "bad-request");
+    assert!(b["detail"].as_str().unwrap().contains("mfa_factors"), "{b}");
+    for bad in [json!([]), json!(["totp", "totp"])] {
+        let (st, b) = patch(json!({ "mfa_factors": bad })).await;
+        common::assert_problem(st, &b, 422, "validation");
+        assert_eq!(b["errors"][0]["field"], "mfa_factors", "{b}");
+    }
+    let (_, tenant) = t.s.admin(Method::GET, "/admin/v1/tenants/bank", &t.admin, None).await;
+    assert!(tenant["policy"].get("mfa_factors").is_none(), "default: every type");
+
+    // Alice enrols TOTP while it is allowed; then the tenant allows only WebAuthn.
+    let (secret, _, _) = t.enrol("alice").await;
+    let (st, b) = patch(json!({"mfa_factors": ["webauthn"]})).await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(b["policy"]["mfa_factors"], json!(["webauthn"]));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // Enrolling TOTP is refused; WebAuthn registration is not.
+    let token = t.account_token("bob").await;
+    let (st, b, _) = t.account(Method::POST, "/totp", &token, None).await;
+    common::assert_problem(
+        reqwest::StatusCode::from_u16(st).unwrap(),
+        &b,
+        403,
+        "factor-type-not-allowed",
+    );
+    let (st, b, _) = t
+        .account(Method::POST, "/webauthn/register/options", &token, Some(json!({})))
+        .await;
+    assert_eq!(st, 200, "{b}");
+
+    // Alice's TOTP is neither offered nor accepted (nor her recovery codes): an optional
+    // tenant signs her in with the password alone.
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    // A required tenant makes her enrol an allowed type: WebAuthn only, TOTP enrolment is
+    // refused.
+    patch(json!({"mfa": "required"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "webauthn"}]), "{r}");
+    let (st, b) = t
+        .post("/authn/enroll/totp", json!({"state_token": r["state_token"]}))
+        .await;
+    assert_eq!((st, b["error"].as_str()), (403, Some("factor_not_allowed")), "{b}");
+
+    // TOTP allowed (alone) again: offered and accepted again; WebAuthn registration refused.
+    patch(json!({"mfa_factors": ["totp"]})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "MFA_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "totp"}, {"type": "recovery_code"}]));
+    let (st, ok) = t
+        .post(
+            "/authn/factors/totp",
+            json!({"state_token": r["state_token"], "code": totp(&secret, now() + 30)}),
+        )
+        .await;
+    assert_eq!(st, 200, "{ok}");
+    let r = t.signin("bob").await;
+    assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "totp"}]), "{r}");
+    let (st, b, _) = t
+        .account(Method::POST, "/webauthn/register/options", &token, Some(json!({})))
+        .await;
+    common::assert_problem(
+        reqwest::StatusCode::from_u16(st).unwrap(),
+        &b,
+        403,
+        "factor-type-not-allowed",
+    );
+    t.s.stop().await;
+}

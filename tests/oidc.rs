@@ -742,3 +742,141 @@ async fn cors_answers_only_registered_web_origins() {
     }
     t.s.stop().await;
 }
+
+/// The current code of a base32 TOTP secret, computed by totp-rs (SHA-1, 6 digits, 30 s).
+fn totp_code(secret: &str, at: u64) -> String {
+    let secret = totp_rs::Secret::try_from_base32(secret).unwrap();
+    totp_rs::Builder::new()
+        .with_secret(secret)
+        .build()
+        .unwrap()
+        .generate(at)
+        .to_string()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A form post of the bank tenant's pages with owned fields.
+async fn post(t: &Setup, b: &mut Browser, path: &str, f: Vec<(String, String)>) -> Page {
+    let req = b.http.post(format!("{}/t/bank{path}", t.s.url)).form(&f);
+    b.send(req).await
+}
+
+/// The text of the element with id `id` (no nested tags).
+fn element(body: &str, id: &str) -> String {
+    let start = body
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id} in {body}"));
+    let text = &body[start..];
+    text[text.find('>').unwrap() + 1..text.find('<').unwrap()].to_string()
+}
+
+#[tokio::test]
+async fn required_policy_enrols_totp_on_the_login_page() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"mfa": "required"}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut b = Browser::new();
+    let p = b.get(&t.authorize_url(&id, &[])).await;
+    let login = b
+        .get(&p.location.unwrap().replace("http://localhost", "http://127.0.0.1"))
+        .await;
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("img-src 'self';"), "no data: images elsewhere: {csp}");
+
+    // A correct password leads to the enrolment page: no session, no code yet.
+    let enrol = t.submit(&mut b, &login, "alice", PW).await;
+    assert_eq!(enrol.status, 200, "{}", enrol.body);
+    assert!(enrol.location.is_none() && b.session().is_none());
+    let csp = enrol.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("img-src 'self' data:;"),
+        "the QR code is a data: image: {csp}"
+    );
+    assert!(
+        enrol.body.contains("src=\"data:image/png;base64,iVBOR"),
+        "{}",
+        enrol.body
+    );
+    let totp_secret = element(&enrol.body, "secret");
+    assert!(totp_secret.len() >= 32, "{totp_secret}");
+    let form = |p: &Page, code: &str| -> Vec<(String, String)> {
+        ["tx", "csrf", "state", "factor"]
+            .iter()
+            .map(|n| (n.to_string(), hidden(&p.body, n)))
+            .chain([("code".to_string(), code.to_string())])
+            .collect()
+    };
+
+    // A wrong code shows the same enrolment again.
+    let again = post(&t, &mut b, "/login/enroll", form(&enrol, "000000")).await;
+    assert_eq!(again.status, 401, "{}", again.body);
+    assert_eq!(element(&again.body, "secret"), totp_secret);
+    assert!(again.body.contains("id=\"error\""));
+    assert!(b.session().is_none());
+
+    // The right code (totp-rs) confirms it; the recovery codes are shown before any session.
+    let codes = post(
+        &t,
+        &mut b,
+        "/login/enroll",
+        form(&again, &totp_code(&totp_secret, unix_now())),
+    )
+    .await;
+    assert_eq!(codes.status, 200, "{}", codes.body);
+    assert!(b.session().is_none(), "no session before the recovery codes are seen");
+    let shown: Vec<String> = codes
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s.split('<').next().unwrap().to_string())
+        .collect();
+    assert_eq!(shown.len(), 10, "{}", codes.body);
+    let next: Vec<(String, String)> = ["tx", "csrf", "state"]
+        .iter()
+        .map(|n| (n.to_string(), hidden(&codes.body, n)))
+        .collect();
+    let done = post(&t, &mut b, "/login/enroll/continue", next.clone()).await;
+    let code = code_of(&done);
+    assert!(b.session().is_some());
+    let (st, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!(st, 200, "{tok}");
+    let c: Value = serde_json::from_slice(
+        &B64.decode(tok["id_token"].as_str().unwrap().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "otp"]), "{c}");
+    // The continue step is single use.
+    assert_ne!(post(&t, &mut b, "/login/enroll/continue", next).await.status, 303);
+
+    // The next sign-in (new browser) asks for the factor; a shown recovery code works.
+    let mut b2 = Browser::new();
+    let mfa = t.login(&mut b2, &id, &[], "alice", PW).await;
+    assert_eq!(mfa.status, 200, "{}", mfa.body);
+    assert!(mfa.body.contains("form id=\"mfa\""), "{}", mfa.body);
+    let f: Vec<(String, String)> = ["tx", "csrf", "state"]
+        .iter()
+        .map(|n| (n.to_string(), hidden(&mfa.body, n)))
+        .chain([
+            ("kind".to_string(), "recovery_code".to_string()),
+            ("code".to_string(), shown[0].clone()),
+        ])
+        .collect();
+    let done = post(&t, &mut b2, "/login/mfa", f).await;
+    code_of(&done);
+    t.s.stop().await;
+}

@@ -522,3 +522,234 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     assert_eq!(started.len(), 1);
     t.s.stop().await;
 }
+
+/// The PEM of a SoftToken's attestation root (serialised with the token as base64 DER).
+fn root_pem(token: &webauthn_authenticator_rs::softtoken::SoftToken) -> String {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    let b64 = serde_json::to_value(token).unwrap()["ca_cert"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let der = STANDARD
+        .decode(&b64)
+        .or_else(|_| URL_SAFE.decode(&b64))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(&b64))
+        .unwrap();
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Registration through the account API with `key`: (status, answer, the attestation asked for).
+async fn register_with(s: &Server, token: &str, key: &mut dyn WebauthnAuthenticator) -> (u16, Value, Value) {
+    let (st, opts) = account(s, "/webauthn/register/options", token, json!({"name": "Key"})).await;
+    assert_eq!(st, 200, "{opts}");
+    let attestation = opts["publicKey"]["attestation"].clone();
+    let cred = key
+        .do_registration(origin(s), serde_json::from_value(opts).unwrap())
+        .unwrap();
+    let (st, r) = account(s, "/webauthn/register", token, json!({"credential": cred})).await;
+    (st, r, attestation)
+}
+
+#[tokio::test]
+async fn direct_attestation_admits_only_listed_authenticators() {
+    use webauthn_authenticator_rs::softtoken::{AAGUID, SoftToken};
+    let t = setup().await;
+    let token = t.account_token().await;
+    let (mut soft_token, _) = SoftToken::new(true).unwrap();
+    let root = root_pem(&soft_token);
+    let other = "6d44ba9b-f6ec-2e49-b930-0c8fe920cb73";
+    let policy = |p: Value| {
+        t.s.admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(json!({ "policy": p })),
+        )
+    };
+
+    // Validation: direct needs AAGUIDs and parseable roots; an AAGUID must be a UUID.
+    for (p, field) in [
+        (json!({"webauthn_attestation": "direct"}), "webauthn_aaguids"),
+        (
+            json!({"webauthn_attestation": "direct", "webauthn_aaguids": [other]}),
+            "webauthn_attestation_roots",
+        ),
+        (
+            json!({"webauthn_attestation": "direct", "webauthn_aaguids": [other], "webauthn_attestation_roots": ["not a certificate"]}),
+            "webauthn_attestation_roots",
+        ),
+    ] {
+        let (st, b) = policy(p).await;
+        common::assert_problem(st, &b, 422, "validation");
+        assert_eq!(b["errors"][0]["field"], field, "{b}");
+    }
+    let (st, b) = policy(json!({"webauthn_aaguids": ["not-a-uuid"]})).await;
+    common::assert_problem(st, &b, 400, "bad-request");
+    assert!(b["detail"].as_str().unwrap().contains("webauthn_aaguids"), "{b}");
+
+    // Direct attestation with the soft token's root, but another model's AAGUID.
+    let (st, b) = policy(
+        json!({"webauthn_attestation": "direct", "webauthn_aaguids": [other], "webauthn_attestation_roots": [root]}),
+    )
+    .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut passkey = SoftPasskey::new(true);
+    let o = origin(&t.s);
+    let (st, r, asked) = register_with(&t.s, &token, &mut passkey).await;
+    assert_eq!(asked, "direct");
+    assert_eq!(st, 400, "a self-attested soft passkey: {r}");
+    assert_eq!(r["type"], "urn:unicred:problem:attestation-refused", "{r}");
+    let (st, r, _) = register_with(&t.s, &token, &mut soft_token).await;
+    assert_eq!(
+        (st, r["type"].as_str()),
+        (400, Some("urn:unicred:problem:attestation-refused")),
+        "AAGUID not listed: {r}"
+    );
+
+    // The soft token's model listed: its packed attestation verifies against the root.
+    policy(json!({"webauthn_aaguids": [AAGUID.to_string()]})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, r, _) = register_with(&t.s, &token, &mut soft_token).await;
+    assert_eq!(st, 200, "a listed, attested model: {r}");
+    let (st, r, _) = register_with(&t.s, &token, &mut passkey).await;
+    assert_eq!(st, 400, "still no self attestation: {r}");
+    let refused: Vec<(String,)> =
+        sqlx::query_as("select data from audit_events where kind = 'mfa.attestation_refused' order by seq")
+            .fetch_all(&t.s.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    assert!(
+        refused[1].0.contains(other) || refused[1].0.contains("Aaguid"),
+        "{refused:?}"
+    );
+
+    // The attested key signs in as a second factor like any passkey.
+    let (st_token, opts) = t.begin(&t.s).await;
+    let assertion = soft_token.do_authentication(o.clone(), opts).unwrap();
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/factors/webauthn",
+        json!({"state_token": st_token, "credential": assertion}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+
+    // Back to no attestation: the soft passkey registers.
+    policy(json!({"webauthn_attestation": "none"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (st, r, asked) = register_with(&t.s, &token, &mut passkey).await;
+    assert_eq!(asked, "none");
+    assert_eq!(st, 200, "{r}");
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn a_webauthn_only_tenant_enrols_a_key_during_sign_in() {
+    use webauthn_authenticator_rs::softtoken::SoftToken;
+    let t = setup().await;
+    let (soft_token, _) = SoftToken::new(true).unwrap();
+    let root = root_pem(&soft_token);
+    let (st, b) =
+        t.s.admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(
+                json!({"policy": {"mfa": "required", "mfa_factors": ["webauthn"], "webauthn_attestation": "direct",
+                "webauthn_aaguids": ["6d44ba9b-f6ec-2e49-b930-0c8fe920cb73"], "webauthn_attestation_roots": [root]}}),
+            ),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin().await;
+    assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
+    assert_eq!(r["factors"], json!([{"type": "webauthn"}]), "{r}");
+    let st = r["state_token"].as_str().unwrap().to_string();
+    let (code, body) = post(&t.s, &t, "/authn/enroll/totp", json!({"state_token": st})).await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (403, Some("factor_not_allowed")),
+        "{body}"
+    );
+
+    let mut key = SoftPasskey::new(true);
+    let register = |opts: Value, key: &mut SoftPasskey| {
+        serde_json::to_value(
+            key.do_registration(origin(&t.s), serde_json::from_value(opts).unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    // Under direct attestation the self-attested soft passkey is refused (and audited).
+    let (code, opts) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{opts}");
+    assert_eq!(opts["publicKey"]["attestation"], "direct");
+    let cred = register(opts, &mut key);
+    let (code, body) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": cred}),
+    )
+    .await;
+    assert_eq!(
+        (code, body["error"].as_str()),
+        (400, Some("attestation_refused")),
+        "{body}"
+    );
+    // A garbled answer is an ordinary failure.
+    let (code, body) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": {"id": "x"}}),
+    )
+    .await;
+    assert_eq!((code, body["error"].as_str()), (401, Some("invalid_factor")), "{body}");
+
+    // Without attestation the same kind of key enrols and completes the sign-in.
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"webauthn_attestation": "none"}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (code, opts) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 200, "{opts}");
+    assert_eq!(opts["publicKey"]["authenticatorSelection"]["residentKey"], "preferred");
+    let cred = register(opts, &mut key);
+    let (code, ok) = post(
+        &t.s,
+        &t,
+        "/authn/enroll/webauthn",
+        json!({"state_token": st, "credential": cred}),
+    )
+    .await;
+    assert_eq!(code, 200, "{ok}");
+    assert_eq!(ok["status"], "SUCCESS");
+    assert_eq!(ok["recovery_codes"].as_array().map(Vec::len), Some(10), "{ok}");
+    let tok = redeem(&t, ok["login_ticket"].as_str().unwrap(), None).await;
+    let c = claims(tok["id_token"].as_str().unwrap());
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "hwk", "user"]), "{c}");
+    // The state token is spent; the next sign-in asks for the key.
+    let (code, _) = post(&t.s, &t, "/authn/enroll/webauthn/options", json!({"state_token": st})).await;
+    assert_eq!(code, 401);
+    t.begin(&t.s).await;
+    t.s.stop().await;
+}

@@ -95,7 +95,28 @@ impl AccountUser {
 }
 
 fn mfa_problem(e: mfa::MfaError) -> Problem {
-    Problem::internal(&e)
+    match e {
+        mfa::MfaError::NotAllowed(kind) => not_allowed(kind),
+        mfa::MfaError::AttestationRefused(reason) => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "attestation-refused",
+            "Your organisation does not accept this authenticator",
+        )
+        .detail(format!(
+            "the tenant requires a verifiable attestation from an allowed authenticator model: {reason}"
+        )),
+        e => Problem::internal(&e),
+    }
+}
+
+/// The tenant's `mfa_factors` policy leaves this kind of factor out.
+fn not_allowed(kind: &str) -> Problem {
+    Problem::new(
+        StatusCode::FORBIDDEN,
+        "factor-type-not-allowed",
+        "Your organisation does not allow this kind of second factor",
+    )
+    .detail(format!("the tenant's mfa_factors policy does not include `{kind}`"))
 }
 
 pub async fn factors(State(state): State<AppState>, me: AccountUser) -> Result<Json<Vec<FactorView>>, Problem> {
@@ -124,6 +145,9 @@ pub async fn totp_confirm(
     Json(body): Json<CodeBody>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     me.require_recent()?;
+    if !me.tenant.policy.allows(mfa::KIND_TOTP) {
+        return Err(not_allowed(mfa::KIND_TOTP));
+    }
     let first = !mfa::has_confirmed(&state, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
@@ -158,8 +182,10 @@ pub async fn factor_delete(
     let Some(f) = all.iter().find(|f| f.id == id) else {
         return Err(Problem::not_found());
     };
-    let others = all.iter().filter(|g| g.id != f.id && g.confirmed != 0).count();
-    if me.tenant.policy.mfa == Some(MfaPolicy::Required) && f.confirmed != 0 && others == 0 {
+    // Only factors the tenant still allows count: those are the ones sign-in offers.
+    let usable = |g: &&store::factors::FactorRow| g.confirmed != 0 && me.tenant.policy.allows(&g.kind);
+    let others = all.iter().filter(|g| g.id != f.id).filter(usable).count();
+    if me.tenant.policy.mfa == Some(MfaPolicy::Required) && usable(&f) && others == 0 {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "last-factor",

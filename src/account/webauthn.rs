@@ -54,7 +54,7 @@ pub async fn register(
     let first = !mfa::has_confirmed(&state, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
-    let Some(id) = wa::register_finish(&state, &me.tenant, &me.user.id, &credential)
+    let Some(wa::Registered { factor_id: id, .. }) = wa::register_finish(&state, &me.tenant, &me.user.id, &credential)
         .await
         .map_err(mfa_problem)?
     else {

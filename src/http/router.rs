@@ -112,10 +112,24 @@ pub fn router(state: AppState) -> Router {
         .route("/authn/factors/{kind}", post(oidc::authn::factor))
         .route("/authn/enroll/totp", post(oidc::authn::enroll_totp))
         .route("/authn/enroll/totp/confirm", post(oidc::authn::enroll_confirm))
+        .route(
+            "/authn/enroll/webauthn/options",
+            post(oidc::authn::webauthn::enroll_options),
+        )
+        .route("/authn/enroll/webauthn", post(oidc::authn::webauthn::enroll))
         .route("/login", get(oidc::login::show).post(oidc::login::submit))
         .route("/login/mfa", post(oidc::login::mfa_submit))
         .route("/login/webauthn/options", post(oidc::login::webauthn_options))
         .route("/login/webauthn", post(oidc::login::webauthn_submit))
+        .route("/login/passkey/options", post(oidc::login::passkey_options))
+        .route("/login/passkey", post(oidc::login::passkey_submit))
+        .route("/login/enroll", post(oidc::login::enroll_submit))
+        .route("/login/enroll/continue", post(oidc::login::enroll_continue))
+        .route(
+            "/login/enroll/webauthn/options",
+            post(oidc::login::enroll_webauthn_options),
+        )
+        .route("/login/enroll/webauthn", post(oidc::login::enroll_webauthn))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(

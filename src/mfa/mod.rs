@@ -12,6 +12,8 @@ use crate::crypto::Purpose;
 use crate::store::{self, StoreError, factors::FactorRow};
 use crate::tenants::Tenant;
 
+pub mod attestation;
+pub mod passkey;
 pub mod webauthn;
 
 pub const KIND_TOTP: &str = "totp";
@@ -23,6 +25,12 @@ pub enum MfaError {
     Store(#[from] StoreError),
     #[error("factor: {0}")]
     Internal(String),
+    /// The tenant requires direct attestation and this authenticator's does not qualify.
+    #[error("attestation refused: {0}")]
+    AttestationRefused(String),
+    /// The tenant's policy (`mfa_factors`) does not allow this kind of factor.
+    #[error("the tenant does not allow {0} factors")]
+    NotAllowed(&'static str),
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -78,6 +86,9 @@ pub async fn enroll_totp(
     user_id: &str,
     account: &str,
 ) -> Result<Enrolment, MfaError> {
+    if !tenant.policy.allows(KIND_TOTP) {
+        return Err(MfaError::NotAllowed(KIND_TOTP));
+    }
     let seed = Zeroizing::new(crate::crypto::random_bytes::<20>());
     let id = store::new_id();
     let (ct, version) = state.keyring.encrypt(Purpose::TotpSeed, &tenant.id, &id, &seed[..]);
@@ -95,13 +106,44 @@ pub async fn enroll_totp(
         last_used_at: None,
     };
     store::factors::create(&state.db, &row, version as i64).await?;
+    enrolment(id, &seed[..], &t)
+}
+
+fn enrolment(factor_id: String, seed: &[u8], t: &Totp) -> Result<Enrolment, MfaError> {
     let png = t.to_qr_png().map_err(|e| MfaError::Internal(e.to_string()))?;
     Ok(Enrolment {
-        factor_id: id,
+        factor_id,
         secret: totp_rs::Secret::from(seed.to_vec()).to_base32(),
         otpauth_uri: t.to_url().map_err(|e| MfaError::Internal(e.to_string()))?,
         qr_png_base64: base64::engine::general_purpose::STANDARD.encode(png),
     })
+}
+
+/// The enrolment of the user's pending (unconfirmed) TOTP factor `factor_id` again — for a
+/// page shown anew after a wrong code; `None` if it is not a pending factor of this user.
+pub async fn pending_totp(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    factor_id: &str,
+    account: &str,
+) -> Result<Option<Enrolment>, MfaError> {
+    let rows = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
+    let Some(f) = rows
+        .iter()
+        .find(|f| f.id == factor_id && f.kind == KIND_TOTP && f.confirmed == 0)
+    else {
+        return Ok(None);
+    };
+    let Some(ct) = f.secret_ct.as_deref() else {
+        return Ok(None);
+    };
+    let seed = state
+        .keyring
+        .decrypt(Purpose::TotpSeed, &tenant.id, &f.id, ct)
+        .map_err(|e| MfaError::Internal(e.to_string()))?;
+    let t = totp(&seed, &tenant.name, account)?;
+    enrolment(f.id.clone(), &seed, &t).map(Some)
 }
 
 /// Checks a TOTP code against the user's confirmed factors (or one pending factor):
@@ -113,7 +155,7 @@ pub async fn check_totp(
     code: &str,
     pending: Option<&str>,
 ) -> Result<Option<String>, MfaError> {
-    if code.len() > 16 {
+    if code.len() > 16 || !tenant.policy.allows(KIND_TOTP) {
         return Ok(None);
     }
     let now = store::now() as u64;
@@ -141,11 +183,13 @@ pub async fn check_totp(
     Ok(None)
 }
 
+/// Whether the user has a confirmed factor of a kind the tenant allows (one of another kind
+/// is not offered, so it does not count — nor do the recovery codes that came with it).
 pub async fn has_confirmed(state: &AppState, tenant: &Tenant, user_id: &str) -> Result<bool, MfaError> {
     Ok(store::factors::for_user(&state.db, &tenant.id, user_id)
         .await?
         .iter()
-        .any(|f| f.confirmed != 0))
+        .any(|f| f.confirmed != 0 && tenant.policy.allows(&f.kind)))
 }
 
 fn normalize_code(code: &str) -> String {

@@ -36,12 +36,12 @@ pub fn build(config: &Config) -> Arc<Webauthn> {
     Arc::new(w)
 }
 
-fn internal(e: impl std::fmt::Display) -> MfaError {
+pub(super) fn internal(e: impl std::fmt::Display) -> MfaError {
     MfaError::Internal(e.to_string())
 }
 
 /// The WebAuthn user handle: the user id when it is a UUID (always, for unicred's own ids).
-fn user_handle(tenant_id: &str, user_id: &str) -> Uuid {
+pub(super) fn user_handle(tenant_id: &str, user_id: &str) -> Uuid {
     Uuid::parse_str(user_id).unwrap_or_else(|_| {
         let h = Sha256::digest(format!("{tenant_id}\0{user_id}").as_bytes());
         let mut b = [0u8; 16];
@@ -50,16 +50,16 @@ fn user_handle(tenant_id: &str, user_id: &str) -> Uuid {
     })
 }
 
-fn b64url(bytes: &[u8]) -> String {
+pub(super) fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn challenge_hash(challenge: &[u8]) -> String {
+pub(super) fn challenge_hash(challenge: &[u8]) -> String {
     crate::crypto::secret_hash(challenge)
 }
 
 /// The challenge a client echoes in its client data (base64url, padded or not).
-fn echoed_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn echoed_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
     let v: serde_json::Value = serde_json::from_slice(client_data_json).ok()?;
     let c = v.get("challenge")?.as_str()?.trim_end_matches('=');
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()
@@ -72,16 +72,18 @@ async fn passkeys(
     user_id: &str,
 ) -> Result<Vec<(db::CredentialRow, Passkey)>, MfaError> {
     let rows = db::for_user(&state.db, tenant_id, user_id).await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|r| match serde_json::from_str::<Passkey>(&r.credential) {
-            Ok(p) => Some((r, p)),
-            Err(e) => {
-                tracing::warn!(factor_id = %r.id, error = %e, "stored WebAuthn credential unreadable");
-                None
-            }
-        })
-        .collect())
+    Ok(rows.into_iter().filter_map(parse).collect())
+}
+
+/// A stored credential with its parsed form; `None` (logged) if it no longer parses.
+pub(super) fn parse(r: db::CredentialRow) -> Option<(db::CredentialRow, Passkey)> {
+    match serde_json::from_str::<Passkey>(&r.credential) {
+        Ok(p) => Some((r, p)),
+        Err(e) => {
+            tracing::warn!(factor_id = %r.id, error = %e, "stored WebAuthn credential unreadable");
+            None
+        }
+    }
 }
 
 /// The second factors to offer a user who has at least one: each confirmed kind, and
@@ -90,15 +92,18 @@ pub async fn offered_factors(state: &AppState, tenant: &Tenant, user_id: &str) -
     let rows = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
     let mut out = Vec::new();
     for kind in [super::KIND_TOTP, KIND_WEBAUTHN] {
-        if rows.iter().any(|f| f.kind == kind && f.confirmed != 0) {
+        if tenant.policy.allows(kind) && rows.iter().any(|f| f.kind == kind && f.confirmed != 0) {
             out.push(kind);
         }
     }
-    out.push("recovery_code");
+    // Recovery codes stand in for an allowed factor, never for one the tenant dropped.
+    if !out.is_empty() {
+        out.push("recovery_code");
+    }
     Ok(out)
 }
 
-async fn save_ceremony(
+pub(super) async fn save_ceremony(
     state: &AppState,
     tenant_id: &str,
     user_id: &str,
@@ -135,16 +140,29 @@ pub async fn register_options(
     username: &str,
     name: &str,
 ) -> Result<CreationChallengeResponse, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
+    }
     let exclude: Vec<_> = passkeys(state, &tenant.id, user_id)
         .await?
         .into_iter()
         .map(|(_, p)| p.cred_id().clone())
         .collect();
-    let (ccr, reg) = state
-        .webauthn
-        .start_passkey_registration(user_handle(&tenant.id, user_id), username, username, Some(exclude))
-        .map_err(internal)?;
-    let ceremony = serde_json::json!({"name": name, "registration": reg});
+    let handle = user_handle(&tenant.id, user_id);
+    let (ccr, ceremony) = match super::attestation::cas(&tenant.policy).map_err(internal)? {
+        None => {
+            let (ccr, reg) = state
+                .webauthn
+                .start_passkey_registration(handle, username, username, Some(exclude))
+                .map_err(internal)?;
+            (ccr, serde_json::json!({"name": name, "registration": reg}))
+        }
+        Some(cas) => {
+            let (ccr, reg) = super::attestation::start(state, handle, username, exclude, cas)?;
+            (ccr, serde_json::json!({"name": name, "attested": reg}))
+        }
+    };
+    let ccr = prefer_resident_key(ccr)?;
     save_ceremony(
         state,
         &tenant.id,
@@ -158,14 +176,49 @@ pub async fn register_options(
     Ok(ccr)
 }
 
-/// Finishes a registration: the new factor's id, or `None` for an unknown, spent, expired or
+/// webauthn-rs asks passkeys for `residentKey: discouraged`; a passkey that can sign in
+/// without a username must be discoverable. `preferred`, not `required`: a security key with
+/// no room left for resident keys still registers, as a second factor only. The ceremony
+/// state does not depend on it (webauthn-rs does not enforce the resident-key choice).
+pub(super) fn prefer_resident_key(ccr: CreationChallengeResponse) -> Result<CreationChallengeResponse, MfaError> {
+    let mut v = serde_json::to_value(ccr).map_err(internal)?;
+    if let Some(sel) = v["publicKey"]["authenticatorSelection"].as_object_mut() {
+        sel.insert("residentKey".into(), "preferred".into());
+        sel.insert("requireResidentKey".into(), false.into());
+    }
+    serde_json::from_value(v).map_err(internal)
+}
+
+/// Whether the browser reported a discoverable credential (credProps, unsigned: it only
+/// decides whether the owner's own credential is offered for passwordless sign-in, which
+/// still needs a verified assertion with user verification).
+fn discoverable(credential: &RegisterPublicKeyCredential) -> bool {
+    credential
+        .extensions
+        .cred_props
+        .as_ref()
+        .and_then(|p| p.rk)
+        .unwrap_or(false)
+}
+
+/// A newly registered credential.
+pub struct Registered {
+    pub factor_id: String,
+    /// May be synced to other devices (`swk` rather than `hwk`).
+    pub backup_eligible: bool,
+}
+
+/// Finishes a registration: the new factor, or `None` for an unknown, spent, expired or
 /// invalid ceremony, or a credential the tenant already has.
 pub async fn register_finish(
     state: &AppState,
     tenant: &Tenant,
     user_id: &str,
     credential: &RegisterPublicKeyCredential,
-) -> Result<Option<String>, MfaError> {
+) -> Result<Option<Registered>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
+    }
     let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
         return Ok(None);
     };
@@ -182,17 +235,32 @@ pub async fn register_finish(
         return Ok(None);
     };
     let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
-    let reg: PasskeyRegistration = serde_json::from_value(ceremony["registration"].clone()).map_err(internal)?;
     let name = ceremony["name"].as_str().unwrap_or("Passkey");
-    let passkey = match state.webauthn.finish_passkey_registration(credential, &reg) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::info!(error = %e, "WebAuthn registration refused");
-            return Ok(None);
+    let passkey = if let Some(reg) = ceremony.get("attested") {
+        let reg = serde_json::from_value(reg.clone()).map_err(internal)?;
+        match super::attestation::finish(state, tenant, user_id, credential, &reg).await? {
+            Some(p) => p,
+            None => return Ok(None),
+        }
+    } else if tenant.policy.attestation_required() {
+        // Begun before the tenant required attestation: nothing was verified.
+        let reason = "the registration began before the tenant required attestation".to_string();
+        return Err(super::attestation::refuse(state, tenant, user_id, reason, None).await);
+    } else {
+        let reg: PasskeyRegistration = serde_json::from_value(ceremony["registration"].clone()).map_err(internal)?;
+        match state.webauthn.finish_passkey_registration(credential, &reg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::info!(error = %e, "WebAuthn registration refused");
+                return Ok(None);
+            }
         }
     };
     let id = store::new_id();
     let json = serde_json::to_string(&passkey).map_err(internal)?;
+    let backup_eligible = serde_json::to_value(&passkey).map_err(internal)?["cred"]["backup_eligible"]
+        .as_bool()
+        .unwrap_or(false);
     let created = db::create(
         &state.db,
         &db::NewCredential {
@@ -202,11 +270,15 @@ pub async fn register_finish(
             name,
             cred_id: &b64url(passkey.cred_id()),
             credential: &json,
+            discoverable: discoverable(credential),
         },
     )
     .await;
     match created {
-        Ok(()) => Ok(Some(id)),
+        Ok(()) => Ok(Some(Registered {
+            factor_id: id,
+            backup_eligible,
+        })),
         Err(StoreError::Conflict(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -220,6 +292,9 @@ pub async fn authenticate_options(
     user_id: &str,
     client_id: &str,
 ) -> Result<Option<RequestChallengeResponse>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Ok(None);
+    }
     let keys: Vec<Passkey> = passkeys(state, &tenant.id, user_id)
         .await?
         .into_iter()
@@ -252,7 +327,7 @@ pub struct Asserted {
 }
 
 /// The stored signature counter of a passkey.
-fn counter(p: &Passkey) -> u32 {
+pub(super) fn counter(p: &Passkey) -> u32 {
     serde_json::to_value(p)
         .ok()
         .and_then(|v| v["cred"]["counter"].as_u64())
@@ -269,6 +344,9 @@ pub async fn authenticate_finish(
     client_id: &str,
     credential: &PublicKeyCredential,
 ) -> Result<Option<Asserted>, MfaError> {
+    if !tenant.policy.allows(KIND_WEBAUTHN) {
+        return Ok(None);
+    }
     let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
         return Ok(None);
     };
@@ -289,43 +367,54 @@ pub async fn authenticate_finish(
     // The ceremony carries the credentials as they were at its start; check against the
     // current rows too, so a counter another replica accepted since is not accepted again.
     let current = passkeys(state, &tenant.id, user_id).await?;
-    let used = current.iter().find(|(_, p)| p.cred_id() == &credential.raw_id);
+    let Some((row, p)) = current.into_iter().find(|(_, p)| p.cred_id() == &credential.raw_id) else {
+        return Ok(None);
+    };
     let result = state.webauthn.finish_passkey_authentication(credential, &auth);
-    let (row, passkey) = match (result, used) {
-        (Ok(res), Some((row, p))) => {
-            let stored = counter(p);
-            if (res.counter() > 0 || stored > 0) && res.counter() <= stored {
-                clone_detected(state, tenant, user_id, &row.id, res.counter(), stored).await?;
-                return Ok(None);
-            }
-            let mut p = p.clone();
-            p.update_credential(&res);
-            let asserted = Asserted {
-                factor_id: row.id.clone(),
-                backup_eligible: res.backup_eligible(),
-                user_verified: res.user_verified(),
-            };
-            ((row, asserted), p)
-        }
-        (Err(WebauthnError::CredentialPossibleCompromise), Some((row, p))) => {
-            clone_detected(state, tenant, user_id, &row.id, 0, counter(p)).await?;
+    accept(state, tenant, user_id, &row, p, result).await
+}
+
+/// The end of every assertion, second factor or passwordless: refuses a counter at or below
+/// the stored one (recorded as `mfa.clone_detected`), else stores the new counter and backup
+/// state — only if the row is unchanged since it was read, so two replicas cannot both accept
+/// one counter value.
+pub(super) async fn accept(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    row: &db::CredentialRow,
+    mut passkey: Passkey,
+    result: Result<webauthn_rs::prelude::AuthenticationResult, WebauthnError>,
+) -> Result<Option<Asserted>, MfaError> {
+    let res = match result {
+        Ok(res) => res,
+        Err(WebauthnError::CredentialPossibleCompromise) => {
+            clone_detected(state, tenant, user_id, &row.id, 0, counter(&passkey)).await?;
             return Ok(None);
         }
-        (Err(e), _) => {
+        Err(e) => {
             tracing::info!(error = %e, "WebAuthn assertion refused");
             return Ok(None);
         }
-        (Ok(_), None) => return Ok(None),
     };
-    let (row, asserted) = row;
+    let stored = counter(&passkey);
+    if (res.counter() > 0 || stored > 0) && res.counter() <= stored {
+        clone_detected(state, tenant, user_id, &row.id, res.counter(), stored).await?;
+        return Ok(None);
+    }
+    passkey.update_credential(&res);
     let json = serde_json::to_string(&passkey).map_err(internal)?;
     if !db::update_credential(&state.db, &row.id, &row.credential, &json).await? {
         return Ok(None);
     }
-    Ok(Some(asserted))
+    Ok(Some(Asserted {
+        factor_id: row.id.clone(),
+        backup_eligible: res.backup_eligible(),
+        user_verified: res.user_verified(),
+    }))
 }
 
-async fn clone_detected(
+pub(super) async fn clone_detected(
     state: &AppState,
     tenant: &Tenant,
     user_id: &str,

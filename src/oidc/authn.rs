@@ -84,8 +84,9 @@ fn step_response(step: Step, recovery_codes: Option<Vec<String>>) -> Response {
             let factors: Vec<_> = factors.iter().map(|f| serde_json::json!({"type": f})).collect();
             serde_json::json!({"status": "MFA_REQUIRED", "state_token": state_token, "factors": factors})
         }
-        Step::MfaEnrollRequired { state_token } => {
-            serde_json::json!({"status": "MFA_ENROLL_REQUIRED", "state_token": state_token})
+        Step::MfaEnrollRequired { state_token, factors } => {
+            let factors: Vec<_> = factors.iter().map(|f| serde_json::json!({"type": f})).collect();
+            serde_json::json!({"status": "MFA_ENROLL_REQUIRED", "state_token": state_token, "factors": factors})
         }
     };
     if let Some(codes) = recovery_codes {
@@ -182,7 +183,13 @@ pub async fn enroll_totp(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
-    match authn::enroll_totp(&state, &tenant, &client, &b.state_token).await {
+    if !tenant.policy.allows(crate::mfa::KIND_TOTP) {
+        return Ok(json(
+            StatusCode::FORBIDDEN,
+            serde_json::json!({"error": "factor_not_allowed", "error_description": "the tenant does not allow TOTP factors"}),
+        ));
+    }
+    match authn::enroll_totp(&state, &tenant, &client, &b.state_token, "enroll").await {
         Ok(e) => Ok(json(
             StatusCode::OK,
             serde_json::json!({"factor_id": e.factor_id, "secret": e.secret, "otpauth_uri": e.otpauth_uri, "qr_png_base64": e.qr_png_base64}),

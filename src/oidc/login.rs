@@ -23,6 +23,11 @@ use super::pages::{error_page, page};
 use super::session;
 use crate::crypto::secret_hash;
 
+mod enroll;
+mod passkey;
+pub use enroll::{enroll_continue, enroll_submit, enroll_webauthn, enroll_webauthn_options};
+pub use passkey::{passkey_options, passkey_submit};
+
 #[derive(Deserialize)]
 pub struct TxQuery {
     tx: Option<String>,
@@ -72,10 +77,14 @@ fn login_page(
     username: &str,
     error: Option<&str>,
 ) -> Response {
+    let issuer = state.config.issuer(&tenant.slug);
+    let passkeys = passkey::offered(tenant);
     let ctx = minijinja::context! {
         tenant_name => &tenant.name,
         client_name => &tx.client.name,
-        action => format!("{}/login", state.config.issuer(&tenant.slug)),
+        action => format!("{issuer}/login"),
+        passkey_options => passkeys.then(|| format!("{issuer}/login/passkey/options")),
+        passkey_action => passkeys.then(|| format!("{issuer}/login/passkey")),
         tx => &tx.id,
         csrf => &tx.csrf,
         username => username,
@@ -190,11 +199,7 @@ pub async fn submit(
         Err(e) => return internal(&tenant, &e),
     }
     if authn::mfa_blocks(&tenant) {
-        return error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "Your organisation requires a second factor, which is not available yet.",
-        );
+        return enroll::start(&state, &tenant, &tx, &ok).await;
     }
     if let Err(e) = authn::fully_authenticated(&state, &tenant, &tx.client, &ok, "pwd").await {
         return internal(&tenant, &e);
@@ -345,6 +350,7 @@ async fn mfa_page(
         action => format!("{issuer}/login/mfa"),
         webauthn_options => webauthn.then(|| format!("{issuer}/login/webauthn/options")),
         webauthn_action => webauthn.then(|| format!("{issuer}/login/webauthn")),
+        totp => tenant.policy.allows(crate::mfa::KIND_TOTP),
         tx => &tx.id,
         csrf => &tx.csrf,
         state => token,
@@ -455,7 +461,12 @@ pub async fn webauthn_submit(
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
     let r = complete(&state, &tenant, tx, &headers, ip, &ok, &amr.join(" "), authn::ACR_MFA).await;
-    // fetch() cannot usefully follow a redirect to another origin: hand the script the URL.
+    redirect_as_json(r)
+}
+
+/// fetch() cannot usefully follow a redirect to another origin: the page's script gets the
+/// URL as `{"redirect": URL}` (with the session cookies set) and navigates itself.
+fn redirect_as_json(r: Response) -> Response {
     if r.status() != StatusCode::SEE_OTHER {
         return r;
     }

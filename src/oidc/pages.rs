@@ -15,6 +15,11 @@ fn env() -> &'static Environment<'static> {
             ("login.html", include_str!("../../templates/login.html")),
             ("consent.html", include_str!("../../templates/consent.html")),
             ("mfa.html", include_str!("../../templates/mfa.html")),
+            ("enroll.html", include_str!("../../templates/enroll.html")),
+            (
+                "recovery_codes.html",
+                include_str!("../../templates/recovery_codes.html"),
+            ),
             ("logout.html", include_str!("../../templates/logout.html")),
             ("error.html", include_str!("../../templates/error.html")),
         ] {
@@ -27,6 +32,27 @@ fn env() -> &'static Environment<'static> {
 /// Renders `name` with `ctx` into a page. `form_target` is where a form on the page may send
 /// the browser after posting (the client's redirect URI), for the CSP's `form-action`.
 pub fn page(status: StatusCode, name: &str, ctx: minijinja::Value, form_target: Option<&str>) -> Response {
+    render(status, name, ctx, form_target, false)
+}
+
+/// A page that shows an inline `data:` image (the TOTP enrolment's QR code); every other
+/// page's CSP keeps images to the origin.
+pub fn page_with_data_images(
+    status: StatusCode,
+    name: &str,
+    ctx: minijinja::Value,
+    form_target: Option<&str>,
+) -> Response {
+    render(status, name, ctx, form_target, true)
+}
+
+fn render(
+    status: StatusCode,
+    name: &str,
+    ctx: minijinja::Value,
+    form_target: Option<&str>,
+    data_images: bool,
+) -> Response {
     let html = match env().get_template(name).and_then(|t| t.render(ctx)) {
         Ok(h) => h,
         Err(e) => {
@@ -44,8 +70,9 @@ pub fn page(status: StatusCode, name: &str, ctx: minijinja::Value, form_target: 
         Some(o) => format!("'self' {o}"),
         None => "'self'".into(),
     };
+    let img_src = if data_images { "'self' data:" } else { "'self'" };
     let csp = format!(
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; \
+        "default-src 'none'; style-src 'self'; script-src 'self'; img-src {img_src}; connect-src 'self'; \
          form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
     );
     if let Ok(v) = HeaderValue::from_str(&csp) {

@@ -138,12 +138,14 @@ pub struct StateRow {
     pub purpose: String,
     pub throttle_key: String,
     pub failures: i64,
+    /// Set on a `page-enrolled` token: the `amr` its sign-in completes with.
+    pub amr: Option<String>,
 }
 
 pub async fn create_state(db: &Db, id_hash: &str, s: &StateRow, expires_at: i64) -> Result<()> {
     sqlx::query(
-        "insert into mfa_states (id_hash, tenant_id, client_id, user_id, purpose, throttle_key, failures, expires_at) \
-         values ($1, $2, $3, $4, $5, $6, 0, $7)",
+        "insert into mfa_states (id_hash, tenant_id, client_id, user_id, purpose, throttle_key, failures, expires_at, amr) \
+         values ($1, $2, $3, $4, $5, $6, 0, $7, $8)",
     )
     .bind(id_hash)
     .bind(&s.tenant_id)
@@ -152,6 +154,7 @@ pub async fn create_state(db: &Db, id_hash: &str, s: &StateRow, expires_at: i64)
     .bind(&s.purpose)
     .bind(&s.throttle_key)
     .bind(expires_at)
+    .bind(&s.amr)
     .execute(&db.pool)
     .await?;
     Ok(())
@@ -160,7 +163,7 @@ pub async fn create_state(db: &Db, id_hash: &str, s: &StateRow, expires_at: i64)
 /// A live state token: unused, unexpired, fewer than 5 failures.
 pub async fn state(db: &Db, id_hash: &str) -> Result<Option<StateRow>> {
     Ok(sqlx::query_as(
-        "select tenant_id, client_id, user_id, purpose, throttle_key, failures from mfa_states \
+        "select tenant_id, client_id, user_id, purpose, throttle_key, failures, amr from mfa_states \
          where id_hash = $1 and used_at is null and expires_at > $2 and failures < 5",
     )
     .bind(id_hash)

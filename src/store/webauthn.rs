@@ -10,13 +10,15 @@ pub struct NewCredential<'a> {
     pub name: &'a str,
     pub cred_id: &'a str,
     pub credential: &'a str,
+    /// Created as a discoverable credential (may sign in without a username).
+    pub discoverable: bool,
 }
 
 /// Fails with `Conflict("credential")` when the tenant already knows this credential id.
 pub async fn create(db: &Db, c: &NewCredential<'_>) -> Result<()> {
     sqlx::query(
-        "insert into factors (id, tenant_id, user_id, kind, name, confirmed, created_at, cred_id, credential) \
-         values ($1, $2, $3, 'webauthn', $4, 1, $5, $6, $7)",
+        "insert into factors (id, tenant_id, user_id, kind, name, confirmed, created_at, cred_id, credential, discoverable) \
+         values ($1, $2, $3, 'webauthn', $4, 1, $5, $6, $7, $8)",
     )
     .bind(c.id)
     .bind(c.tenant_id)
@@ -25,6 +27,7 @@ pub async fn create(db: &Db, c: &NewCredential<'_>) -> Result<()> {
     .bind(now())
     .bind(c.cred_id)
     .bind(c.credential)
+    .bind(i64::from(c.discoverable))
     .execute(&db.pool)
     .await
     .map_err(on_unique("credential"))?;
@@ -48,6 +51,29 @@ pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<Cre
     .bind(user_id)
     .fetch_all(&db.pool)
     .await?)
+}
+
+/// A discoverable credential of this tenant, by its credential id (base64url): the key of a
+/// passwordless sign-in, where the authenticator names the credential and the user.
+pub async fn discoverable(db: &Db, tenant_id: &str, cred_id: &str) -> Result<Option<(String, CredentialRow)>> {
+    let row: Option<(String, String, String, String)> = sqlx::query_as(
+        "select user_id, id, cred_id, credential from factors where tenant_id = $1 and cred_id = $2 \
+         and kind = 'webauthn' and confirmed = 1 and discoverable = 1 and credential is not null",
+    )
+    .bind(tenant_id)
+    .bind(cred_id)
+    .fetch_optional(&db.pool)
+    .await?;
+    Ok(row.map(|(user_id, id, cred_id, credential)| {
+        (
+            user_id,
+            CredentialRow {
+                id,
+                cred_id,
+                credential,
+            },
+        )
+    }))
 }
 
 /// Stores the credential after a use (counter, backup state), only if nobody changed it since

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::{client_auth, error_response, json, step_response};
 use crate::app::AppState;
-use crate::authn::webauthn as flow;
+use crate::authn::{self, enroll_webauthn as enrol, webauthn as flow};
 use crate::http::OAuthError;
 use crate::http::extract::Path;
 
@@ -86,6 +86,80 @@ pub async fn factor(
     let credential = b.credential.unwrap_or(serde_json::Value::Null);
     match flow::factor(&state, &tenant, &client, &b.state_token, &credential).await {
         Ok(step) => Ok(step_response(step, None)),
+        Err(e) => error_response(e),
+    }
+}
+
+/// `POST /authn/enroll/webauthn/options` `{"state_token"}` (an enrolment-only token) →
+/// `{"publicKey": {…}}` for `navigator.credentials.create`.
+pub async fn enroll_options(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    if !tenant.policy.allows(crate::mfa::webauthn::KIND_WEBAUTHN) {
+        return Ok(not_allowed());
+    }
+    match enrol::options(&state, &tenant, &client, &b.state_token, "enroll").await {
+        Ok(ccr) => Ok(json(
+            StatusCode::OK,
+            serde_json::to_value(ccr).map_err(|e| OAuthError::server_error(&e))?,
+        )),
+        Err(e) => error_response(e),
+    }
+}
+
+fn not_allowed() -> Response {
+    json(
+        StatusCode::FORBIDDEN,
+        serde_json::json!({"error": "factor_not_allowed", "error_description": "the tenant does not allow WebAuthn factors"}),
+    )
+}
+
+/// `POST /authn/enroll/webauthn` `{"state_token", "credential"}` → `SUCCESS` with a login
+/// ticket and `recovery_codes`; 400 `attestation_refused` when the tenant requires an
+/// attested authenticator model this is not; else 401 `invalid_factor`.
+pub async fn enroll(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    if !tenant.policy.allows(crate::mfa::webauthn::KIND_WEBAUTHN) {
+        return Ok(not_allowed());
+    }
+    let credential = b.credential.unwrap_or(serde_json::Value::Null);
+    let enrolled = enrol::register(&state, &tenant, &client, &b.state_token, "enroll", &credential).await;
+    let (st, codes, amr) = match enrolled {
+        Ok(enrol::Enrolled::Done {
+            st,
+            recovery_codes,
+            amr,
+        }) => (st, recovery_codes, amr),
+        Ok(enrol::Enrolled::AttestationRefused) => {
+            return Ok(json(
+                StatusCode::BAD_REQUEST,
+                serde_json::json!({"error": "attestation_refused", "error_description": "the tenant does not accept this authenticator model"}),
+            ));
+        }
+        Err(e) => return error_response(e),
+    };
+    let ok = match authn::authenticated(&state, &tenant, &client, &st, &amr.join(" ")).await {
+        Ok(ok) => ok,
+        Err(e) => return error_response(e),
+    };
+    match authn::issue_ticket(&state, &tenant, &client, &ok.user, &amr, authn::ACR_MFA).await {
+        Ok(ticket) => Ok(step_response(
+            authn::Step::Success {
+                user_id: ok.user.id,
+                login_ticket: ticket,
+                expires_in: authn::TICKET_TTL,
+            },
+            Some(codes),
+        )),
         Err(e) => error_response(e),
     }
 }

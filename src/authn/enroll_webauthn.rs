@@ -1,0 +1,96 @@
+//! Enrolling a WebAuthn credential during sign-in, with an enrolment-only state token (the
+//! sign-in API's `enroll`, the login page's `page-enroll`): without it a tenant that requires
+//! a second factor and allows only WebAuthn could never let a new user in. The registration
+//! is the account API's (same ceremony state, exclusions, resident-key preference and
+//! attestation policy); the user then counts as signed in with a password and that key.
+
+use webauthn_rs::prelude::{CreationChallengeResponse, RegisterPublicKeyCredential};
+
+use super::{AuthnError, factor_attempt, factor_failed, internal, load_state};
+use crate::app::AppState;
+use crate::audit::Event;
+use crate::clients::Client;
+use crate::crypto::secret_hash;
+use crate::mfa::{self, MfaError, webauthn as wa};
+use crate::store::{self, factors::StateRow};
+use crate::tenants::Tenant;
+
+/// Creation options for the user of an enrolment-only state token of `purpose`.
+pub async fn options(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+) -> Result<CreationChallengeResponse, AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
+    let user = store::users::get(&state.db, &tenant.id, &st.user_id)
+        .await?
+        .ok_or(AuthnError::InvalidFactor)?;
+    match wa::register_options(state, tenant, &user.id, &user.username, "Passkey").await {
+        Ok(ccr) => Ok(ccr),
+        Err(MfaError::NotAllowed(_)) => Err(AuthnError::InvalidFactor),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+pub enum Enrolled {
+    /// Registered: recovery codes issued, the state token spent; `amr` for the sign-in.
+    Done {
+        st: StateRow,
+        recovery_codes: Vec<String>,
+        amr: Vec<&'static str>,
+    },
+    /// The tenant requires attestation and this authenticator's does not qualify (audited;
+    /// counted like a failed factor).
+    AttestationRefused,
+}
+
+/// Registers the authenticator's answer for the user of an enrolment-only state token.
+/// Anything not accepted counts toward throttling and the state token's strikes.
+pub async fn register(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+    credential: &serde_json::Value,
+) -> Result<Enrolled, AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
+    factor_attempt(state, tenant, &st).await?;
+    let registered = match serde_json::from_value::<RegisterPublicKeyCredential>(credential.clone()) {
+        Ok(c) => wa::register_finish(state, tenant, &st.user_id, &c).await,
+        Err(_) => Ok(None),
+    };
+    let registered = match registered {
+        Ok(Some(r)) => r,
+        Ok(None) | Err(MfaError::NotAllowed(_)) => {
+            return Err(factor_failed(state, tenant, client, token, &st, wa::KIND_WEBAUTHN).await);
+        }
+        Err(MfaError::AttestationRefused(_)) => {
+            return match factor_failed(state, tenant, client, token, &st, wa::KIND_WEBAUTHN).await {
+                AuthnError::InvalidFactor => Ok(Enrolled::AttestationRefused),
+                e => Err(e),
+            };
+        }
+        Err(e) => return Err(internal(e)),
+    };
+    let recovery_codes = mfa::new_recovery_codes(state, tenant, &st.user_id)
+        .await
+        .map_err(internal)?;
+    let e = Event::new(&tenant.id, "mfa.enrolled")
+        .user(&st.user_id)
+        .client(&client.id)
+        .data(serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": registered.factor_id}));
+    state.audit.record(e).await.map_err(internal)?;
+    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
+    // The authenticator verified the user (passkey registration requires it).
+    let amr = super::webauthn::amr(registered.backup_eligible, true);
+    Ok(Enrolled::Done {
+        st,
+        recovery_codes,
+        amr,
+    })
+}
