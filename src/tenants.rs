@@ -135,8 +135,12 @@ impl Policy {
     }
 
     /// Whether users may enrol and use second factors of `kind` (`totp`, `webauthn`). An
-    /// existing credential of a kind no longer allowed is neither offered nor accepted.
+    /// existing credential of a kind no longer allowed is neither offered nor accepted, and
+    /// `mfa: off` allows none (passkeys included): sign-in is by password alone.
     pub fn allows(&self, kind: &str) -> bool {
+        if self.mfa == Some(MfaPolicy::Off) {
+            return false;
+        }
         match &self.mfa_factors {
             None => FactorType::ALL.iter().any(|f| f.as_str() == kind),
             Some(allowed) => allowed.iter().any(|f| f.as_str() == kind),

@@ -605,5 +605,18 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
         403,
         "factor-type-not-allowed",
     );
+
+    // `mfa: off`: no second factor is asked for, offered or enrolled — Alice's TOTP included.
+    patch(json!({"mfa": "off"})).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let r = t.signin("alice").await;
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let (st, b, _) = t.account(Method::POST, "/totp", &token, None).await;
+    common::assert_problem(
+        reqwest::StatusCode::from_u16(st).unwrap(),
+        &b,
+        403,
+        "factor-type-not-allowed",
+    );
     t.s.stop().await;
 }
