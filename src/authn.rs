@@ -90,25 +90,20 @@ fn throttle_key(raw: &str) -> (Option<String>, String) {
     }
 }
 
-/// Records a password attempt in the audit trail (the internal reason, never the password),
-/// before the answer goes out.
+/// Records a failed first-factor attempt in the audit trail (the internal reason, never the
+/// password), before the answer goes out.
 async fn outcome(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
     user: Option<&UserRow>,
     ip: IpAddr,
-    result: &str,
+    reason: &str,
 ) -> Result<(), AuthnError> {
-    let kind = if result == "password_ok" {
-        "signin.password_ok"
-    } else {
-        "signin.failure"
-    };
-    let mut e = Event::new(&tenant.id, kind)
+    let mut e = Event::new(&tenant.id, "signin.failure")
         .client(&client.id)
         .ip(Some(ip))
-        .data(serde_json::json!({ "reason": result }));
+        .data(serde_json::json!({ "reason": reason }));
     if let Some(u) = user {
         e = e.user(&u.id);
     }
@@ -121,10 +116,14 @@ async fn outcome(
 }
 
 /// A correct password for an active user. The account's throttle is not reset yet: that
-/// happens only after every required factor.
+/// happens only after every required factor. Nothing is audited yet either: the next step
+/// records `signin.success` (one event for a one-step sign-in) or, when a second factor or an
+/// enrolment follows, `signin.password_ok`.
 pub struct PasswordOk {
     pub user: UserRow,
     pub throttle_key: String,
+    /// The client's address, when this request carried the password.
+    pub ip: Option<IpAddr>,
 }
 
 /// The password step, shared by the sign-in API and the login pages. `device` maps the
@@ -184,10 +183,10 @@ pub async fn check_password(
     if checked.upgrade {
         upgrade(state, tenant, &user, password).await;
     }
-    outcome(state, tenant, client, Some(&user), ip, "password_ok").await?;
     Ok(PasswordOk {
         user,
         throttle_key: counter,
+        ip: Some(ip),
     })
 }
 
@@ -209,6 +208,7 @@ pub async fn fully_authenticated(
     let e = Event::new(&tenant.id, "signin.success")
         .user(&ok.user.id)
         .client(&client.id)
+        .ip(ok.ip)
         .data(serde_json::json!({ "amr": amr }));
     state
         .audit
@@ -280,6 +280,16 @@ pub async fn new_state(
         amr: None,
     };
     store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    let e = Event::new(&tenant.id, "signin.password_ok")
+        .user(&ok.user.id)
+        .client(&client.id)
+        .ip(ok.ip)
+        .data(serde_json::json!({ "reason": "password_ok", "next": purpose }));
+    state
+        .audit
+        .record(e)
+        .await
+        .map_err(|e| AuthnError::Internal(e.to_string()))?;
     Ok(token)
 }
 
@@ -364,6 +374,7 @@ pub(crate) async fn authenticated(
     let ok = PasswordOk {
         user,
         throttle_key: st.throttle_key.clone(),
+        ip: None,
     };
     fully_authenticated(state, tenant, client, &ok, amr).await?;
     Ok(ok)

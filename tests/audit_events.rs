@@ -83,6 +83,18 @@ async fn security_events_are_recorded_and_the_chain_verifies() {
     ] {
         assert!(!find(kind).is_empty(), "no {kind} event in {events:#?}");
     }
+    // A one-step sign-in is one event, with the client's address beside the chain.
+    let success = find("signin.success");
+    assert_eq!(success.len(), 1, "{success:#?}");
+    assert_eq!(success[0]["data"]["amr"], "pwd");
+    assert!(
+        success[0]["ip"].is_string() && success[0]["ip_commit"].is_string(),
+        "{success:#?}"
+    );
+    assert!(
+        find("signin.password_ok").is_empty(),
+        "no second step followed the password"
+    );
     let failures = find("signin.failure");
     let reasons: Vec<&str> = failures.iter().map(|e| e["data"]["reason"].as_str().unwrap()).collect();
     assert!(

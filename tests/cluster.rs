@@ -505,7 +505,7 @@ impl Api {
         else {
             return false;
         };
-        stats.audited.fetch_add(2, Ordering::Relaxed); // signin.password_ok + signin.success
+        stats.audited.fetch_add(1, Ordering::Relaxed); // signin.success
         let ticket = a["login_ticket"].as_str().unwrap_or_default().to_string();
         let Some(t) = call(
             stats,

@@ -180,6 +180,23 @@ async fn totp_sign_in_with_replay_and_skew_rules() {
         .post("/authn/factors/totp", json!({"state_token": st, "code": next}))
         .await;
     assert_eq!(code, 200, "{ok}");
+    // The audit trail: the password step (a factor followed), then the full sign-in.
+    let kinds: Vec<(String, String)> = sqlx::query_as(
+        "select kind, data from audit_events where kind in ('signin.password_ok', 'signin.success') order by seq",
+    )
+    .fetch_all(&t.s.state.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [
+            (
+                "signin.password_ok".to_string(),
+                r#"{"next":"mfa","reason":"password_ok"}"#.to_string()
+            ),
+            ("signin.success".to_string(), r#"{"amr":"pwd otp"}"#.to_string()),
+        ]
+    );
     let st2 = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
     let (code, body) = t
         .post("/authn/factors/totp", json!({"state_token": st2, "code": next}))

@@ -82,6 +82,7 @@ pub async fn sign_in(
     let ok = PasswordOk {
         user,
         throttle_key: counter,
+        ip: Some(ip),
     };
     super::fully_authenticated(state, tenant, client, &ok, &amr.join(" ")).await?;
     Ok((ok, amr))
