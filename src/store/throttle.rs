@@ -32,9 +32,28 @@ pub async fn reserve(db: &Db, tenant_id: &str, username: &str, rules: &Rules) ->
         0 => 0,
         d => deadline(now_ms, d),
     };
-    // Two statements on each path: a read, then an insert of the first failure or a
-    // compare-and-swap of the count (either fails, and the loop re-reads, if a parallel
-    // attempt got there first).
+    // Below the threshold, one statement: insert the first attempt, or count one more on an
+    // account that is not waiting out a delay. It changes nothing (and returns no row) when
+    // the attempt would start or hit a delay, which needs the deadline computed here.
+    let counted: Option<(i64,)> = sqlx::query_as(
+        "insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) \
+         values ($1, $2, 1, $3, $4) on conflict (tenant_id, username) do update \
+         set failures = throttles.failures + 1, updated_at = $4 \
+         where throttles.next_allowed_at <= $4 and throttles.failures + 1 < $5 \
+         returning failures",
+    )
+    .bind(tenant_id)
+    .bind(username)
+    .bind(next_after(1))
+    .bind(t)
+    .bind(rules.threshold as i64)
+    .fetch_optional(&db.pool)
+    .await?;
+    if counted.is_some() {
+        return Ok(Reservation::Allowed);
+    }
+    // Otherwise two statements: a read, then a compare-and-swap of the count with its
+    // deadline (it fails, and the loop re-reads, if a parallel attempt got there first).
     for _ in 0..8 {
         let row: Option<(i64, i64)> =
             sqlx::query_as("select failures, next_allowed_at from throttles where tenant_id = $1 and username = $2")
