@@ -169,6 +169,19 @@ async fn tampering_in_the_database_is_detected() {
     )
     .await;
     assert_broken(&verify(&s.state.db, deleted).await.unwrap(), 5);
+    // Putting the deleted row back, or adding one that does not follow the head, is refused
+    // by the database itself (the head trigger).
+    for seq in [5, 12] {
+        let r = sqlx::query(
+            "insert into audit_events (tenant_id, seq, at, kind, data, hash) values ($1, $2, 0, 'x', '{}', 'h')",
+        )
+        .bind(deleted.as_str())
+        .bind(seq as i64)
+        .execute(&s.state.db.pool)
+        .await;
+        let e = r.expect_err("an out-of-sequence event was stored");
+        assert!(e.to_string().contains("audit chain head moved"), "{e}");
+    }
 
     let (d3, d7) = (data_of(&s, swapped, 3).await, data_of(&s, swapped, 7).await);
     exec(

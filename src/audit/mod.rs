@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::{KeyError, Keyring};
 use crate::store::audit::{self as sa, EventRow, Filter};
-use crate::store::{Db, StoreError, now};
+use crate::store::{Backend, Db, StoreError, now};
 use crate::tokens::material::KeyMaterialError;
 
 pub use chain::{GENESIS, TenantVerification, Verification, VerifyReport, verify, verify_all};
@@ -379,8 +379,11 @@ impl From<sqlx::Error> for AppendError {
     }
 }
 
-/// Appends a batch in one transaction. Tenants are locked in a fixed order (sorted ids), so
-/// two replicas' batches cannot deadlock.
+/// Appends a batch. The head trigger (migration 0010) advances each tenant's head with its
+/// events and refuses them if another writer moved it (→ [`AppendError::Moved`], retried with
+/// heads read afresh). On SQLite a one-tenant batch whose head this writer knows is one
+/// statement; otherwise one transaction, tenants locked in a fixed order (sorted ids) so two
+/// replicas' batches cannot deadlock.
 async fn append(
     db: &Db,
     batch: &[Pending],
@@ -391,50 +394,37 @@ async fn append(
         by_tenant.entry(&p.tenant_id).or_default().push(i);
     }
     let mut receipts: Vec<Option<Receipt>> = vec![None; batch.len()];
+    if db.backend == Backend::Sqlite
+        && by_tenant.len() == 1
+        && batch.len() <= sa::MAX_ONE_STATEMENT
+        && let Some((tenant_id, idx)) = by_tenant.first_key_value()
+        && let Some(head) = heads.get(*tenant_id).cloned()
+    {
+        let (rows, head) = chain_rows(batch, idx, tenant_id, head, &mut receipts)?;
+        sa::append_one_statement(db, &rows)
+            .await
+            .map_err(|e| moved_or(e, heads))?;
+        heads.insert(tenant_id.to_string(), head);
+        return Ok(receipts
+            .into_iter()
+            .map(|r| r.expect("every event was appended"))
+            .collect());
+    }
     let mut tx = db.begin_write().await?;
     let mut advanced = Vec::new();
-    for (tenant_id, idx) in by_tenant {
-        let (head_seq, head_hash) = match heads.get(tenant_id) {
+    for (tenant_id, idx) in &by_tenant {
+        let head = match heads.get(*tenant_id) {
             Some(h) => h.clone(),
             None => {
                 let h = sa::lock_head(&mut tx, tenant_id, GENESIS).await?;
                 (h.seq, h.hash)
             }
         };
-        let mut prev = head_hash;
-        let mut seq = head_seq;
-        let mut rows = Vec::with_capacity(idx.len());
-        for i in idx {
-            let p = &batch[i];
-            seq += 1;
-            let mut row = EventRow {
-                tenant_id: tenant_id.to_string(),
-                seq,
-                at: p.at,
-                kind: p.kind.clone(),
-                actor: p.actor.clone(),
-                user_id: p.user_id.clone(),
-                client_id: p.client_id.clone(),
-                ip_commit: p.ip.as_ref().map(|(_, _, c)| c.clone()),
-                data: p.data_text.clone(),
-                hash: String::new(),
-                ip: p.ip.as_ref().map(|(ip, _, _)| ip.clone()),
-                ip_salt: p.ip.as_ref().map(|(_, s, _)| s.clone()),
-            };
-            row.hash = chain::hash_of(&prev, &row, &p.data).ok_or(AppendError::Hash)?;
-            prev.clone_from(&row.hash);
-            receipts[i] = Some(Receipt {
-                seq,
-                hash: row.hash.clone(),
-            });
-            rows.push(row);
-        }
-        if !sa::advance_head(&mut tx, tenant_id, head_seq, seq, &prev).await? {
-            heads.remove(tenant_id);
-            return Err(AppendError::Moved);
-        }
-        sa::insert_events(&mut tx, &rows).await?;
-        advanced.push((tenant_id.to_string(), (seq, prev)));
+        let (rows, head) = chain_rows(batch, idx, tenant_id, head, &mut receipts)?;
+        sa::insert_events(&mut tx, &rows)
+            .await
+            .map_err(|e| moved_or(e, heads))?;
+        advanced.push((tenant_id.to_string(), head));
     }
     if let Err(e) = tx.commit().await {
         heads.clear();
@@ -445,6 +435,50 @@ async fn append(
         .into_iter()
         .map(|r| r.expect("every event was appended"))
         .collect())
+}
+
+/// A failed append: `Moved` (forgetting the cached heads) when another writer got there first.
+fn moved_or(e: StoreError, heads: &mut HashMap<String, (i64, String)>) -> AppendError {
+    heads.clear();
+    if sa::is_moved(&e) { AppendError::Moved } else { e.into() }
+}
+
+/// The rows of one tenant's events `idx` after `head`, hashed into the chain, with their
+/// receipts; returns the rows and the new head.
+fn chain_rows(
+    batch: &[Pending],
+    idx: &[usize],
+    tenant_id: &str,
+    (mut seq, mut prev): (i64, String),
+    receipts: &mut [Option<Receipt>],
+) -> Result<(Vec<EventRow>, (i64, String)), AppendError> {
+    let mut rows = Vec::with_capacity(idx.len());
+    for &i in idx {
+        let p = &batch[i];
+        seq += 1;
+        let mut row = EventRow {
+            tenant_id: tenant_id.to_string(),
+            seq,
+            at: p.at,
+            kind: p.kind.clone(),
+            actor: p.actor.clone(),
+            user_id: p.user_id.clone(),
+            client_id: p.client_id.clone(),
+            ip_commit: p.ip.as_ref().map(|(_, _, c)| c.clone()),
+            data: p.data_text.clone(),
+            hash: String::new(),
+            ip: p.ip.as_ref().map(|(ip, _, _)| ip.clone()),
+            ip_salt: p.ip.as_ref().map(|(_, s, _)| s.clone()),
+        };
+        row.hash = chain::hash_of(&prev, &row, &p.data).ok_or(AppendError::Hash)?;
+        prev.clone_from(&row.hash);
+        receipts[i] = Some(Receipt {
+            seq,
+            hash: row.hash.clone(),
+        });
+        rows.push(row);
+    }
+    Ok((rows, (seq, prev)))
 }
 
 /// A stored event as the management API shows and exports it: every hashed field, so an

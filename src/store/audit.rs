@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Executor, Transaction};
 
-use super::{Db, Result, now};
+use super::{Db, Result, StoreError, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -74,32 +74,22 @@ pub async fn head<'c, E: Executor<'c, Database = Any>>(e: E, tenant_id: &str) ->
     )
 }
 
-/// Compare-and-swap of the head: false when another writer moved it since `old_seq`.
-pub async fn advance_head(
-    tx: &mut Transaction<'static, Any>,
-    tenant_id: &str,
-    old_seq: i64,
-    new_seq: i64,
-    new_hash: &str,
-) -> Result<bool> {
-    let r = sqlx::query("update audit_heads set seq = $1, hash = $2 where tenant_id = $3 and seq = $4")
-        .bind(new_seq)
-        .bind(new_hash)
-        .bind(tenant_id)
-        .bind(old_seq)
-        .execute(&mut **tx)
-        .await?;
-    Ok(r.rows_affected() == 1)
+/// Whether `e` means another writer appended first: the head trigger refused an event that
+/// no longer follows the head (migration 0010), or a racing append took its sequence number.
+pub fn is_moved(e: &StoreError) -> bool {
+    match e {
+        StoreError::Db(e) => e
+            .as_database_error()
+            .is_some_and(|d| d.is_unique_violation() || d.message().contains("audit chain head moved")),
+        _ => false,
+    }
 }
 
-/// Multi-row inserts, a bounded number of rows per statement.
+/// Appends consecutive events inside `tx`; the head trigger advances each tenant's head and
+/// refuses the statement if another writer moved it. Power-of-two statement sizes, so every
+/// connection's prepared-statement cache keeps all seven (one per batch length would be
+/// prepared again and again).
 pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]) -> Result<()> {
-    const COLS: usize = 12;
-    // Power-of-two statement sizes: every connection's prepared-statement cache keeps all
-    // seven (a statement per batch length would be prepared again and again), and a batch
-    // takes at most seven statements (each is a round trip to SQLite's worker thread).
-    // SQLite gets anonymous `?` placeholders: sqlx looks up every numbered parameter's name,
-    // and SQLite's lookup is a linear scan, quadratic over a 768-parameter statement.
     let numbered = tx.backend_name() != "SQLite";
     let mut rest = rows;
     while !rest.is_empty() {
@@ -109,43 +99,74 @@ pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]
             .unwrap_or(1);
         let (chunk, tail) = rest.split_at(size);
         rest = tail;
-        let mut sql = format!("insert into audit_events ({EVENT_COLS}) values ");
-        for i in 0..chunk.len() {
-            if i > 0 {
-                sql.push(',');
-            }
-            sql.push('(');
-            for c in 0..COLS {
-                if c > 0 {
-                    sql.push(',');
-                }
-                if numbered {
-                    sql.push_str(&format!("${}", i * COLS + c + 1));
-                } else {
-                    sql.push('?');
-                }
-            }
-            sql.push(')');
-        }
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for r in chunk {
-            q = q
-                .bind(&r.tenant_id)
-                .bind(r.seq)
-                .bind(r.at)
-                .bind(&r.kind)
-                .bind(&r.actor)
-                .bind(&r.user_id)
-                .bind(&r.client_id)
-                .bind(&r.ip_commit)
-                .bind(&r.data)
-                .bind(&r.hash)
-                .bind(&r.ip)
-                .bind(&r.ip_salt);
-        }
-        q.execute(&mut **tx).await?;
+        let sql = insert_sql(chunk.len(), numbered);
+        bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
+            .execute(&mut **tx)
+            .await?;
     }
     Ok(())
+}
+
+/// Rows a single-statement append takes at most.
+pub const MAX_ONE_STATEMENT: usize = 64;
+
+/// SQLite: appends up to [`MAX_ONE_STATEMENT`] consecutive events of one tenant as one
+/// statement on the writer connection, outside any transaction — one statement is atomic,
+/// and the head trigger makes it a compare-and-swap. One round trip to SQLite's thread instead
+/// of begin, insert and commit. Exact-size statements: the writer connection runs little else,
+/// so its statement cache (100) keeps all 64.
+pub async fn append_one_statement(db: &Db, rows: &[EventRow]) -> Result<()> {
+    debug_assert!(rows.len() <= MAX_ONE_STATEMENT);
+    let sql = insert_sql(rows.len(), false);
+    bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), rows)
+        .execute(db.writer())
+        .await?;
+    Ok(())
+}
+
+/// `insert … values (…), …` for `n` rows. SQLite gets anonymous `?` placeholders: sqlx looks
+/// up every numbered parameter's name, and SQLite's lookup is a linear scan, quadratic over a
+/// 768-parameter statement.
+fn insert_sql(n: usize, numbered: bool) -> String {
+    const COLS: usize = 12;
+    let mut sql = format!("insert into audit_events ({EVENT_COLS}) values ");
+    for i in 0..n {
+        sql.push_str(if i > 0 { ",(" } else { "(" });
+        for c in 0..COLS {
+            if c > 0 {
+                sql.push(',');
+            }
+            if numbered {
+                sql.push_str(&format!("${}", i * COLS + c + 1));
+            } else {
+                sql.push('?');
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+fn bind_rows<'q>(
+    mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+    rows: &'q [EventRow],
+) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
+    for r in rows {
+        q = q
+            .bind(&r.tenant_id)
+            .bind(r.seq)
+            .bind(r.at)
+            .bind(&r.kind)
+            .bind(&r.actor)
+            .bind(&r.user_id)
+            .bind(&r.client_id)
+            .bind(&r.ip_commit)
+            .bind(&r.data)
+            .bind(&r.hash)
+            .bind(&r.ip)
+            .bind(&r.ip_salt);
+    }
+    q
 }
 
 /// Filters of an event page.

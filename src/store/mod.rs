@@ -136,6 +136,12 @@ impl Db {
         Ok(())
     }
 
+    /// Where single write statements that must not wait behind the pool's other writers go:
+    /// SQLite's writer connection (see [`Db::begin_write`]), else the pool.
+    pub fn writer(&self) -> &AnyPool {
+        self.writer.as_ref().unwrap_or(&self.pool)
+    }
+
     /// A write transaction. On SQLite it runs on the process's one writer connection and takes
     /// the write lock up front (`begin immediate`), so a read-then-write transaction cannot
     /// fail with SQLITE_BUSY half-way, transactions queue in order on the pool instead of
