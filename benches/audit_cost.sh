@@ -69,8 +69,9 @@ open(p, 'w').write(s)
 EOF
   (cd "$WORK/unaudited" && nice -n 5 cargo build --release --quiet --bin unicred)
   cp "$CARGO_TARGET_DIR/release/unicred" "$UNAUDITED"
-  # Leave the shared target dir with the audited binary in place.
-  nice -n 5 cargo build --release --quiet --bin unicred
+  # Put the audited binary back: cargo does not copy a fresh artifact out again, and other
+  # benches run target/release/unicred with SKIP_BUILD=1.
+  cp "$AUDITED" "$CARGO_TARGET_DIR/release/unicred"
 else
   cp "$CARGO_TARGET_DIR/release/unicred" "$AUDITED"
   [ -x "${UNAUDITED_BIN:-}" ] || { echo "SKIP_BUILD needs UNAUDITED_BIN=path" >&2; exit 1; }
