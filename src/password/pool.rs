@@ -50,10 +50,7 @@ impl HashPool {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("hash-{i}"))
-                .spawn(move || {
-                    yield_to_requests();
-                    worker(&shared)
-                })
+                .spawn(move || worker(&shared))
                 .expect("spawn hashing worker");
         }
         // A tenant may hold a quarter of the queue (at least one slot), so a flood against
@@ -116,17 +113,6 @@ impl Drop for HashPool {
     fn drop(&mut self) {
         self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
         self.shared.ready.notify_all();
-    }
-}
-
-/// Hashing threads run at a lower scheduling priority (nice +10) than the async runtime: the
-/// cores stay busy hashing, but a request that only needs a few microseconds (a 503 from a
-/// full queue, a token, a page) is served at once instead of waiting for a time slice behind
-/// two multi-millisecond hashes. On Linux the nice value is per thread.
-fn yield_to_requests() {
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::process::setpriority_process(None, 10) {
-        tracing::warn!(error = %e, "cannot lower the hashing threads' priority");
     }
 }
 
