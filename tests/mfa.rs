@@ -113,8 +113,20 @@ impl T {
     /// that confirmed it).
     async fn enrol(&self, user: &str) -> (String, Vec<String>, i64) {
         let token = self.account_token(user).await;
+        // An abandoned enrolment is replaced by the next: one pending factor at a time.
+        let (st, abandoned, _) = self.account(Method::POST, "/totp", &token, None).await;
+        assert_eq!(st, 200, "{abandoned}");
         let (st, e, _) = self.account(Method::POST, "/totp", &token, None).await;
         assert_eq!(st, 200, "{e}");
+        let (st, _, _) = self
+            .account(
+                Method::POST,
+                &format!("/totp/{}/confirm", abandoned["factor_id"].as_str().unwrap()),
+                &token,
+                Some(json!({"code": totp(abandoned["secret"].as_str().unwrap(), now())})),
+            )
+            .await;
+        assert_eq!(st, 422, "a valid code for the abandoned enrolment confirms nothing");
         let secret = e["secret"].as_str().unwrap().to_string();
         assert!(e["otpauth_uri"].as_str().unwrap().starts_with("otpauth://totp/"));
         assert!(e["otpauth_uri"].as_str().unwrap().contains("issuer=bank"));

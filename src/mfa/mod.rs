@@ -79,7 +79,8 @@ fn totp(seed: &[u8], issuer: &str, account: &str) -> Result<Totp, MfaError> {
         .map_err(|e| MfaError::Internal(e.to_string()))
 }
 
-/// Starts a TOTP enrolment: a pending factor, confirmed by a first valid code.
+/// Starts a TOTP enrolment: a pending factor, confirmed by a first valid code. It replaces
+/// the user's earlier pending TOTP enrolment, if any.
 pub async fn enroll_totp(
     state: &AppState,
     tenant: &Tenant,
@@ -105,6 +106,7 @@ pub async fn enroll_totp(
         created_at: store::now(),
         last_used_at: None,
     };
+    store::factors::delete_pending(&state.db, &tenant.id, user_id, KIND_TOTP).await?;
     store::factors::create(&state.db, &row, version as i64).await?;
     enrolment(id, &seed[..], &t)
 }

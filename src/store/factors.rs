@@ -36,6 +36,20 @@ pub async fn create(db: &Db, f: &FactorRow, master_version: i64) -> Result<()> {
     Ok(())
 }
 
+/// Drops the user's unconfirmed factors of `kind`: a new enrolment replaces an abandoned one,
+/// so a user cannot pile up pending rows.
+pub async fn delete_pending(db: &Db, tenant_id: &str, user_id: &str, kind: &str) -> Result<u64> {
+    Ok(
+        sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and kind = $3 and confirmed = 0")
+            .bind(tenant_id)
+            .bind(user_id)
+            .bind(kind)
+            .execute(&db.pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
 pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<FactorRow>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLS} from factors where tenant_id = $1 and user_id = $2 order by created_at"
