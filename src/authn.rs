@@ -58,6 +58,25 @@ pub enum AuthnError {
     Internal(String),
 }
 
+/// A factor or audit failure: an unreachable database stays a retryable 503.
+impl From<mfa::MfaError> for AuthnError {
+    fn from(e: mfa::MfaError) -> Self {
+        match e {
+            mfa::MfaError::Store(e) => e.into(),
+            e => AuthnError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<crate::audit::AuditError> for AuthnError {
+    fn from(e: crate::audit::AuditError) -> Self {
+        match e {
+            crate::audit::AuditError::Store(e) => e.into(),
+            e => AuthnError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl From<store::StoreError> for AuthnError {
     fn from(e: store::StoreError) -> Self {
         // A database that cannot be reached is a retryable 503, not a 500.
@@ -107,11 +126,7 @@ async fn outcome(
     if let Some(u) = user {
         e = e.user(&u.id);
     }
-    state
-        .audit
-        .record(e)
-        .await
-        .map_err(|e| AuthnError::Internal(e.to_string()))?;
+    state.audit.record(e).await?;
     Ok(())
 }
 
@@ -210,11 +225,7 @@ pub async fn fully_authenticated(
         .client(&client.id)
         .ip(ok.ip)
         .data(serde_json::json!({ "amr": amr }));
-    state
-        .audit
-        .record(e)
-        .await
-        .map_err(|e| AuthnError::Internal(e.to_string()))?;
+    state.audit.record(e).await?;
     Ok(())
 }
 
@@ -258,8 +269,8 @@ pub async fn password(
     })
 }
 
-fn internal(e: impl std::fmt::Display) -> AuthnError {
-    AuthnError::Internal(e.to_string())
+fn internal(e: impl Into<AuthnError>) -> AuthnError {
+    e.into()
 }
 
 pub async fn new_state(
@@ -285,11 +296,7 @@ pub async fn new_state(
         .client(&client.id)
         .ip(ok.ip)
         .data(serde_json::json!({ "reason": "password_ok", "next": purpose }));
-    state
-        .audit
-        .record(e)
-        .await
-        .map_err(|e| AuthnError::Internal(e.to_string()))?;
+    state.audit.record(e).await?;
     Ok(token)
 }
 
