@@ -72,6 +72,7 @@ impl From<crate::audit::AuditError> for AuthnError {
     fn from(e: crate::audit::AuditError) -> Self {
         match e {
             crate::audit::AuditError::Store(e) => e.into(),
+            e if e.is_unavailable() => AuthnError::Busy,
             e => AuthnError::Internal(e.to_string()),
         }
     }

@@ -26,7 +26,7 @@ impl From<AuditError> for Problem {
                 "audit-no-checkpoint",
                 "No signed checkpoint to prune to",
             ),
-            AuditError::Unavailable => Problem::busy(),
+            e if e.is_unavailable() => Problem::busy(),
             other => Problem::internal(&other),
         }
     }

@@ -46,7 +46,8 @@ pub enum AuditError {
     Material(#[from] KeyMaterialError),
     #[error("invalid audit event: {0}")]
     Invalid(&'static str),
-    #[error("the audit writer stopped")]
+    /// The writer stopped, or its batch failed because the database cannot be reached: retry.
+    #[error("the audit trail is unavailable")]
     Unavailable,
     #[error("the audit batch could not be committed: {0}")]
     Failed(String),
@@ -56,6 +57,17 @@ pub enum AuditError {
     Broken(i64),
     #[error("checkpoint signature does not verify")]
     BadSignature,
+}
+
+impl AuditError {
+    /// Whether retrying later may succeed (an unreachable database): a 503, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            AuditError::Unavailable => true,
+            AuditError::Store(e) => e.is_unavailable(),
+            _ => false,
+        }
+    }
 }
 
 impl From<sqlx::Error> for AuditError {
@@ -354,9 +366,14 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, events = batch.len(), "audit batch lost");
+                let unavailable = matches!(&e, AppendError::Store(s) if s.is_unavailable());
                 let msg = e.to_string();
                 for p in batch.drain(..) {
-                    let _ = p.done.send(Err(AuditError::Failed(msg.clone())));
+                    let _ = p.done.send(Err(if unavailable {
+                        AuditError::Unavailable
+                    } else {
+                        AuditError::Failed(msg.clone())
+                    }));
                 }
             }
         }

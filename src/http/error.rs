@@ -253,6 +253,12 @@ impl From<crate::store::StoreError> for OAuthError {
 
 impl From<crate::audit::AuditError> for OAuthError {
     fn from(e: crate::audit::AuditError) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "audit trail unavailable");
+            let mut o = OAuthError::busy();
+            o.retry_after = Some(2);
+            return o;
+        }
         OAuthError::server_error(&e)
     }
 }

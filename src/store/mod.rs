@@ -38,13 +38,20 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
-    /// The database cannot be reached right now (pool timeout, connection lost): a 503 with
-    /// `Retry-After`, not a 500, so clients and proxies retry instead of giving up.
+    /// The database cannot be reached right now (pool timeout, connection lost, the server
+    /// shutting down or starting up): a 503 with `Retry-After`, not a 500, so clients and
+    /// proxies retry instead of giving up. A pooled PostgreSQL connection used within the last
+    /// second is not pinged first, so a server stop shows up as the next query's error:
+    /// SQLSTATE class 08 (connection exception) or 57P01–57P03 (admin/crash shutdown, cannot
+    /// connect now).
     pub fn is_unavailable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed)
-        )
+        match self {
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => true,
+            StoreError::Db(sqlx::Error::Database(d)) => d
+                .code()
+                .is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03")),
+            _ => false,
+        }
     }
 }
 
