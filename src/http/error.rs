@@ -262,3 +262,47 @@ impl From<crate::audit::AuditError> for OAuthError {
         OAuthError::server_error(&e)
     }
 }
+
+/// Whether an error means the database cannot be reached right now (a 503 and a retry, not a
+/// 500): one question every error that can carry a database failure answers.
+pub trait Unavailability {
+    fn is_unavailable(&self) -> bool;
+}
+
+impl Unavailability for crate::store::StoreError {
+    fn is_unavailable(&self) -> bool {
+        crate::store::StoreError::is_unavailable(self)
+    }
+}
+
+impl Unavailability for crate::audit::AuditError {
+    fn is_unavailable(&self) -> bool {
+        crate::audit::AuditError::is_unavailable(self)
+    }
+}
+
+impl Unavailability for crate::mfa::MfaError {
+    fn is_unavailable(&self) -> bool {
+        matches!(self, crate::mfa::MfaError::Store(e) if e.is_unavailable())
+    }
+}
+
+impl Unavailability for crate::authn::AuthnError {
+    /// `Busy`: the hashing queue is full or the database unreachable — both worth a retry.
+    fn is_unavailable(&self) -> bool {
+        matches!(self, crate::authn::AuthnError::Busy)
+    }
+}
+
+/// Already-rendered messages and malformed stored JSON are never a database outage.
+impl Unavailability for String {
+    fn is_unavailable(&self) -> bool {
+        false
+    }
+}
+
+impl Unavailability for serde_json::Error {
+    fn is_unavailable(&self) -> bool {
+        false
+    }
+}

@@ -266,7 +266,25 @@ async fn proceed(
     }
 }
 
-pub fn internal(tenant: &Tenant, e: &dyn std::fmt::Display) -> Response {
+/// The page for a failure the user cannot fix: 503 (with `Retry-After`) while the database
+/// cannot be reached, else 500.
+pub fn internal<E: std::fmt::Display + crate::http::error::Unavailability + ?Sized>(
+    tenant: &Tenant,
+    e: &E,
+) -> Response {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "database unavailable");
+        let mut r = error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &tenant.name,
+            "The service is busy. Please try again in a moment.",
+        );
+        r.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("2"),
+        );
+        return r;
+    }
     tracing::error!(error = %e, "authorization failed");
     error_page(
         StatusCode::INTERNAL_SERVER_ERROR,
