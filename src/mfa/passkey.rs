@@ -10,8 +10,7 @@ use webauthn_rs::prelude::{DiscoverableAuthentication, PublicKeyCredential, Requ
 
 use super::MfaError;
 use super::webauthn::{
-    Asserted, KIND_WEBAUTHN, accept, b64url, challenge_hash, echoed_challenge, internal, parse, save_ceremony,
-    user_handle,
+    Asserted, KIND_WEBAUTHN, accept, b64url, internal, parse, save_ceremony, take_ceremony, user_handle,
 };
 use crate::app::AppState;
 use crate::store::webauthn as db;
@@ -72,22 +71,18 @@ pub async fn identify(
     if !tenant.policy.allows(KIND_WEBAUTHN) {
         return Ok(None);
     }
-    let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
-        return Ok(None);
-    };
-    let Some(st) = db::take_challenge(
-        &state.db,
-        &challenge_hash(&challenge),
-        &tenant.id,
+    let Some(ceremony) = take_ceremony(
+        state,
+        tenant,
         NO_USER,
         Some(client_id),
         KIND,
+        &credential.response.client_data_json,
     )
     .await?
     else {
         return Ok(None);
     };
-    let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
     if ceremony["binding"].as_str() != Some(binding) {
         return Ok(None);
     }

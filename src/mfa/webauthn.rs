@@ -65,6 +65,35 @@ pub(super) fn echoed_challenge(client_data_json: &[u8]) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(c).ok()
 }
 
+/// Spends the ceremony a client's answer belongs to (found by the challenge echoed in its
+/// client data, for this tenant, user, client and kind) and returns its stored state; `None`
+/// for an unknown, spent, expired or foreign ceremony.
+pub(super) async fn take_ceremony(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    client_id: Option<&str>,
+    kind: &str,
+    client_data_json: &[u8],
+) -> Result<Option<serde_json::Value>, MfaError> {
+    let Some(challenge) = echoed_challenge(client_data_json) else {
+        return Ok(None);
+    };
+    let Some(st) = db::take_challenge(
+        &state.db,
+        &challenge_hash(&challenge),
+        &tenant.id,
+        user_id,
+        client_id,
+        kind,
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(serde_json::from_str(&st).map_err(internal)?))
+}
+
 /// The user's passkeys with their rows, skipping (and logging) any that no longer parse.
 async fn passkeys(
     state: &AppState,
@@ -219,22 +248,18 @@ pub async fn register_finish(
     if !tenant.policy.allows(KIND_WEBAUTHN) {
         return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
     }
-    let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
-        return Ok(None);
-    };
-    let Some(st) = db::take_challenge(
-        &state.db,
-        &challenge_hash(&challenge),
-        &tenant.id,
+    let Some(ceremony) = take_ceremony(
+        state,
+        tenant,
         user_id,
         None,
         "register",
+        &credential.response.client_data_json,
     )
     .await?
     else {
         return Ok(None);
     };
-    let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
     let name = ceremony["name"].as_str().unwrap_or("Passkey");
     let passkey = if let Some(reg) = ceremony.get("attested") {
         let reg = serde_json::from_value(reg.clone()).map_err(internal)?;
@@ -347,22 +372,18 @@ pub async fn authenticate_finish(
     if !tenant.policy.allows(KIND_WEBAUTHN) {
         return Ok(None);
     }
-    let Some(challenge) = echoed_challenge(&credential.response.client_data_json) else {
-        return Ok(None);
-    };
-    let Some(st) = db::take_challenge(
-        &state.db,
-        &challenge_hash(&challenge),
-        &tenant.id,
+    let Some(ceremony) = take_ceremony(
+        state,
+        tenant,
         user_id,
         Some(client_id),
         "authenticate",
+        &credential.response.client_data_json,
     )
     .await?
     else {
         return Ok(None);
     };
-    let ceremony: serde_json::Value = serde_json::from_str(&st).map_err(internal)?;
     let auth: PasskeyAuthentication = serde_json::from_value(ceremony["authentication"].clone()).map_err(internal)?;
     // The ceremony carries the credentials as they were at its start; check against the
     // current rows too, so a counter another replica accepted since is not accepted again.

@@ -43,24 +43,7 @@ pub async fn authn(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let tenant = super::tenant(&state, &slug).await?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(OAuthError::invalid_request("content type must be application/json"));
-    }
-    let body: Body = serde_json::from_slice(&body)
-        .map_err(|_| OAuthError::invalid_request("body must be {\"username\", \"password\"}"))?;
-    let secret = body.client_secret.as_ref().map(|s| s.as_str());
-    let client =
-        client_auth::authenticate_with(&state, &tenant, &headers, body.client_id.as_deref(), secret, false).await?;
-    if !client.authn_api {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use the sign-in API",
-        ));
-    }
+    let (tenant, client, body) = api_request::<Body>(&state, &slug, &headers, &body).await?;
     if let Err(wait) = state.limits.check_client(&client.id) {
         metrics::counter!("unicred_rate_limited_total", "by" => "client").increment(1);
         return Ok(too_many(wait));
@@ -119,8 +102,37 @@ struct FactorBody {
     client_secret: Option<Zeroizing<String>>,
 }
 
-/// The shared prologue of the factor endpoints: tenant, JSON body, client authentication.
-async fn factor_request(
+impl ApiBody for Body {
+    const SHAPE: &'static str = "body must be {\"username\", \"password\"}";
+    fn client(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.client_id.as_deref(),
+            self.client_secret.as_ref().map(|s| s.as_str()),
+        )
+    }
+}
+
+impl ApiBody for FactorBody {
+    const SHAPE: &'static str = "body must be {\"state_token\", \"code\"}";
+    fn client(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.client_id.as_deref(),
+            self.client_secret.as_ref().map(|s| s.as_str()),
+        )
+    }
+}
+
+/// A sign-in API request body: its step's fields and, for `client_secret_post`, the client's
+/// credentials.
+trait ApiBody: serde::de::DeserializeOwned {
+    /// The problem's description when the body does not parse.
+    const SHAPE: &'static str;
+    fn client(&self) -> (Option<&str>, Option<&str>);
+}
+
+/// The shared prologue of every sign-in API endpoint: tenant, JSON body, client
+/// authentication, and the client's `authn_api` permission.
+async fn api_request<B: ApiBody>(
     state: &AppState,
     slug: &str,
     headers: &HeaderMap,
@@ -129,7 +141,7 @@ async fn factor_request(
     (
         std::sync::Arc<crate::tenants::Tenant>,
         std::sync::Arc<crate::clients::Client>,
-        FactorBody,
+        B,
     ),
     OAuthError,
 > {
@@ -141,10 +153,9 @@ async fn factor_request(
     if !ct.to_ascii_lowercase().starts_with("application/json") {
         return Err(OAuthError::invalid_request("content type must be application/json"));
     }
-    let b: FactorBody = serde_json::from_slice(body)
-        .map_err(|_| OAuthError::invalid_request("body must be {\"state_token\", \"code\"}"))?;
-    let secret = b.client_secret.as_ref().map(|s| s.as_str());
-    let client = client_auth::authenticate_with(state, &tenant, headers, b.client_id.as_deref(), secret, false).await?;
+    let b: B = serde_json::from_slice(body).map_err(|_| OAuthError::invalid_request(B::SHAPE))?;
+    let (id, secret) = b.client();
+    let client = client_auth::authenticate_with(state, &tenant, headers, id, secret, false).await?;
     if !client.authn_api {
         return Err(OAuthError::unauthorized_client(
             "this client may not use the sign-in API",
@@ -160,7 +171,7 @@ pub async fn factor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<FactorBody>(&state, &slug, &headers, &body).await?;
     if kind != "totp" && kind != "recovery_code" {
         return Err(OAuthError::new(
             StatusCode::NOT_FOUND,
@@ -182,7 +193,7 @@ pub async fn enroll_totp(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<FactorBody>(&state, &slug, &headers, &body).await?;
     if !tenant.policy.allows(crate::mfa::KIND_TOTP) {
         return Ok(json(
             StatusCode::FORBIDDEN,
@@ -205,7 +216,7 @@ pub async fn enroll_confirm(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = factor_request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<FactorBody>(&state, &slug, &headers, &body).await?;
     let code = b.code.as_ref().map(|c| c.as_str()).unwrap_or_default();
     match authn::enroll_confirm(&state, &tenant, &client, &b.state_token, code).await {
         Ok((step, codes)) => Ok(step_response(step, Some(codes))),

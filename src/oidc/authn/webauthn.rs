@@ -3,12 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{client_auth, error_response, json, step_response};
+use super::{ApiBody, api_request, error_response, json, step_response};
 use crate::app::AppState;
 use crate::authn::{self, enroll_webauthn as enrol, webauthn as flow};
 use crate::http::OAuthError;
@@ -23,37 +23,14 @@ struct Body {
     client_secret: Option<Zeroizing<String>>,
 }
 
-async fn request(
-    state: &AppState,
-    slug: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<
-    (
-        std::sync::Arc<crate::tenants::Tenant>,
-        std::sync::Arc<crate::clients::Client>,
-        Body,
-    ),
-    OAuthError,
-> {
-    let tenant = crate::oidc::tenant(state, slug).await?;
-    let ct = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !ct.to_ascii_lowercase().starts_with("application/json") {
-        return Err(OAuthError::invalid_request("content type must be application/json"));
+impl ApiBody for Body {
+    const SHAPE: &'static str = "body must be {\"state_token\", \"credential\"}";
+    fn client(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.client_id.as_deref(),
+            self.client_secret.as_ref().map(|s| s.as_str()),
+        )
     }
-    let b: Body = serde_json::from_slice(body)
-        .map_err(|_| OAuthError::invalid_request("body must be {\"state_token\", \"credential\"}"))?;
-    let secret = b.client_secret.as_ref().map(|s| s.as_str());
-    let client = client_auth::authenticate_with(state, &tenant, headers, b.client_id.as_deref(), secret, false).await?;
-    if !client.authn_api {
-        return Err(OAuthError::unauthorized_client(
-            "this client may not use the sign-in API",
-        ));
-    }
-    Ok((tenant, client, b))
 }
 
 /// `POST /authn/factors/webauthn/options` `{"state_token"}` → `{"publicKey": {…}}` for
@@ -64,7 +41,7 @@ pub async fn options(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<Body>(&state, &slug, &headers, &body).await?;
     match flow::options(&state, &tenant, &client, &b.state_token, "mfa").await {
         Ok(rcr) => Ok(json(
             StatusCode::OK,
@@ -82,7 +59,7 @@ pub async fn factor(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<Body>(&state, &slug, &headers, &body).await?;
     let credential = b.credential.unwrap_or(serde_json::Value::Null);
     match flow::factor(&state, &tenant, &client, &b.state_token, &credential).await {
         Ok(step) => Ok(step_response(step, None)),
@@ -98,7 +75,7 @@ pub async fn enroll_options(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<Body>(&state, &slug, &headers, &body).await?;
     if !tenant.policy.allows(crate::mfa::webauthn::KIND_WEBAUTHN) {
         return Ok(not_allowed());
     }
@@ -127,7 +104,7 @@ pub async fn enroll(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    let (tenant, client, b) = request(&state, &slug, &headers, &body).await?;
+    let (tenant, client, b) = api_request::<Body>(&state, &slug, &headers, &body).await?;
     if !tenant.policy.allows(crate::mfa::webauthn::KIND_WEBAUTHN) {
         return Ok(not_allowed());
     }
