@@ -26,7 +26,6 @@ impl From<AuditError> for Problem {
                 "audit-no-checkpoint",
                 "No signed checkpoint to prune to",
             ),
-            e if e.is_unavailable() => Problem::busy(),
             other => Problem::internal(&other),
         }
     }

@@ -69,8 +69,19 @@ impl Problem {
         p.retry_after = Some(1);
         p
     }
-    /// Logs `err` and answers a generic 500.
-    pub fn internal(err: &dyn std::fmt::Display) -> Self {
+    /// Logs `err` and answers a generic 500 — or a 503 with `Retry-After` when `err` is the
+    /// database being unreachable, whatever path it took to get here.
+    pub fn internal<E: std::fmt::Display + Unavailability + ?Sized>(err: &E) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            let mut p = Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Temporarily unavailable, retry later",
+            );
+            p.retry_after = Some(2);
+            return p;
+        }
         tracing::error!(error = %err, "internal error");
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error")
     }
@@ -129,16 +140,6 @@ impl From<Error> for Problem {
                     "The password does not meet the policy",
                 );
                 p.errors = Some(serde_json::to_value(violations).unwrap_or_default());
-                p
-            }
-            Error::Store(e) if e.is_unavailable() => {
-                tracing::warn!(error = %e, "database unavailable");
-                let mut p = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "Temporarily unavailable, retry later",
-                );
-                p.retry_after = Some(2);
                 p
             }
             Error::Store(e) => Problem::internal(&e),
@@ -217,7 +218,15 @@ impl OAuthError {
         e.retry_after = Some(1);
         e
     }
-    pub fn server_error(err: &dyn std::fmt::Display) -> Self {
+    /// Logs `err` and answers a generic 500 — or 503 `temporarily_unavailable` with
+    /// `Retry-After` when `err` is the database being unreachable.
+    pub fn server_error<E: std::fmt::Display + Unavailability + ?Sized>(err: &E) -> Self {
+        if err.is_unavailable() {
+            tracing::warn!(error = %err, "database unavailable");
+            let mut o = OAuthError::busy();
+            o.retry_after = Some(2);
+            return o;
+        }
         tracing::error!(error = %err, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "internal error")
     }
@@ -241,24 +250,12 @@ impl IntoResponse for OAuthError {
 
 impl From<crate::store::StoreError> for OAuthError {
     fn from(e: crate::store::StoreError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "database unavailable");
-            let mut o = OAuthError::busy();
-            o.retry_after = Some(2);
-            return o;
-        }
         OAuthError::server_error(&e)
     }
 }
 
 impl From<crate::audit::AuditError> for OAuthError {
     fn from(e: crate::audit::AuditError) -> Self {
-        if e.is_unavailable() {
-            tracing::warn!(error = %e, "audit trail unavailable");
-            let mut o = OAuthError::busy();
-            o.retry_after = Some(2);
-            return o;
-        }
         OAuthError::server_error(&e)
     }
 }
@@ -294,7 +291,24 @@ impl Unavailability for crate::authn::AuthnError {
     }
 }
 
+impl Unavailability for crate::tokens::tenant_keys::KeysError {
+    fn is_unavailable(&self) -> bool {
+        use crate::tokens::tenant_keys::KeysError;
+        match self {
+            KeysError::Store(e) => e.is_unavailable(),
+            KeysError::Busy => true,
+            _ => false,
+        }
+    }
+}
+
 /// Already-rendered messages and malformed stored JSON are never a database outage.
+impl Unavailability for str {
+    fn is_unavailable(&self) -> bool {
+        false
+    }
+}
+
 impl Unavailability for String {
     fn is_unavailable(&self) -> bool {
         false
@@ -304,5 +318,40 @@ impl Unavailability for String {
 impl Unavailability for serde_json::Error {
     fn is_unavailable(&self) -> bool {
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use crate::tokens::tenant_keys::KeysError;
+
+    fn outage() -> KeysError {
+        KeysError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))
+    }
+
+    #[test]
+    fn an_unreachable_database_is_a_503_with_retry_after_whatever_error_carries_it() {
+        let o = OAuthError::server_error(&outage());
+        assert_eq!(o.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(o.error, "temporarily_unavailable");
+        assert_eq!(o.retry_after, Some(2));
+        let p = Problem::internal(&outage());
+        assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(p.retry_after, Some(2));
+        let p = Problem::from(crate::error::Error::Keys(outage()));
+        assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn other_failures_stay_500_without_detail() {
+        let corrupt = KeysError::Store(StoreError::Corrupt("secret detail".into()));
+        let o = OAuthError::server_error(&corrupt);
+        assert_eq!(o.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!o.description.contains("secret"));
+        let p = Problem::internal("no signing key");
+        assert_eq!(p.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(p.detail, None);
     }
 }

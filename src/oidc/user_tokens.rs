@@ -101,7 +101,7 @@ pub async fn issue(
         let signer = keys
             .signers
             .get(&alg)
-            .ok_or_else(|| OAuthError::server_error(&"no signing key"))?;
+            .ok_or_else(|| OAuthError::server_error("no signing key"))?;
         let id = IdClaims {
             iss: claims.iss.clone(),
             sub: user.id.clone(),
