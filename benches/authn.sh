@@ -23,6 +23,7 @@
 #   FLOOD_CONNS (32) FLOOD_DURATION (15s) USERS (64, tenant A) IDLE_WAIT (60 s to wait for a quiet
 #   host before each phase) IDLE_THRESHOLD (25 = % of one core) PG_PORT (55433, PG=1)
 #   SKIP_BUILD=1 OHA CARGO_TARGET_DIR (/work/target-bench) PG_FRESH=0 (use the named database as is)
+#   PHASES (comma-separated subset of throughput,overload,timing,fairness)
 # Needs: cargo, oha, jq, curl, python3; PG=1 needs initdb/pg_ctl and a `postgres` user.
 # Only 127.0.0.1 is targeted; every load run is bounded by oha -z and a timeout.
 set -euo pipefail
@@ -163,7 +164,8 @@ bench_unicred() { # label [database-url]
     --warmup "${WARMUP:-2s}" --throughput-duration "${THROUGHPUT_DURATION:-15s}" \
     --overload-duration "${OVERLOAD_DURATION:-20s}" --timing-n "${TIMING_N:-300}" --fair-n "${FAIR_N:-150}" \
     --flood-conns "${FLOOD_CONNS:-32}" --flood-duration "${FLOOD_DURATION:-15s}" \
-    --idle-wait "${IDLE_WAIT:-60}" --idle-threshold "${IDLE_THRESHOLD:-25}"
+    --idle-wait "${IDLE_WAIT:-60}" --idle-threshold "${IDLE_THRESHOLD:-25}" \
+    --phases "${PHASES:-throughput,overload,timing,fairness}"
   local n500
   n500=$(grep -c '"message":"internal error"' "$dir/server.log" || true)
   [ "$n500" -gt 0 ] && echo "  note: the server logged $n500 internal errors (500s), see $label/server.log:" \

@@ -9,6 +9,7 @@ use axum::{Router, middleware};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -199,6 +200,18 @@ pub fn router(state: AppState) -> Router {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        })
+        .on_failure(move |class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+            // A 503 is shedding (full hashing queue, database outage: both logged where they are
+            // decided and counted in /metrics) or a timeout. One line per shed request would let
+            // a flood write the log at its own rate, so only timeouts are logged here.
+            match class {
+                ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) if latency < timeout => {}
+                ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+                    tracing::warn!(latency_ms = latency.as_millis() as u64, "request timed out")
+                }
+                class => tracing::error!(%class, latency_ms = latency.as_millis() as u64, "response failed"),
+            }
         }))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)

@@ -2,6 +2,10 @@
 //! async runtime, a bounded queue served round-robin across tenants, and immediate shedding
 //! (`Busy`) when the queue or the tenant's share of it is full, so memory stays under
 //! `workers × m` and one tenant's flood cannot starve the others.
+//!
+//! Like FQ-CoDel's new/old flow lists, a tenant with nothing queued goes ahead of the tenants
+//! that are backlogged: an institution signing its users in one at a time waits for one free
+//! worker, not for one more job of every flooding tenant.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -21,16 +25,58 @@ pub struct Busy;
 
 #[derive(Default)]
 struct Queue {
-    by_tenant: HashMap<String, VecDeque<(Instant, Job)>>,
-    /// Tenants with pending jobs, in service order.
-    turn: VecDeque<String>,
+    by_tenant: HashMap<String, Tenant>,
+    /// Tenants with a job queued and none queued or running before it, served first, in order.
+    new_turn: VecDeque<String>,
+    /// Backlogged tenants, in turn.
+    old_turn: VecDeque<String>,
     len: usize,
     closed: bool,
+}
+
+#[derive(Default)]
+struct Tenant {
+    jobs: VecDeque<(Instant, Job)>,
+    running: usize,
+}
+
+impl Queue {
+    fn queued(&self, tenant: &str) -> usize {
+        self.by_tenant.get(tenant).map_or(0, |t| t.jobs.len())
+    }
+
+    /// The next job in service order, with its tenant.
+    fn next(&mut self) -> Option<(String, Instant, Job)> {
+        let tenant = self.new_turn.pop_front().or_else(|| self.old_turn.pop_front())?;
+        let t = self.by_tenant.get_mut(&tenant).expect("queue of a tenant in turn");
+        let (queued_at, job) = t.jobs.pop_front().expect("non-empty tenant queue");
+        t.running += 1;
+        if !t.jobs.is_empty() {
+            self.old_turn.push_back(tenant.clone());
+        }
+        self.len -= 1;
+        Some((tenant, queued_at, job))
+    }
+
+    fn done(&mut self, tenant: &str) {
+        if let Some(t) = self.by_tenant.get_mut(tenant) {
+            t.running -= 1;
+            if t.running == 0 && t.jobs.is_empty() {
+                self.by_tenant.remove(tenant);
+            }
+        }
+    }
 }
 
 struct Shared {
     queue: Mutex<Queue>,
     ready: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub struct HashPool {
@@ -71,9 +117,8 @@ impl HashPool {
     /// Whether `tenant` could queue a job now: callers shed early, before doing any other
     /// work for a request the pool would refuse anyway.
     pub fn has_room(&self, tenant: &str) -> bool {
-        let q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-        let mine = q.by_tenant.get(tenant).map_or(0, VecDeque::len);
-        !q.closed && q.len < self.capacity && mine < self.tenant_share
+        let q = self.shared.lock();
+        !q.closed && q.len < self.capacity && q.queued(tenant) < self.tenant_share
     }
 
     /// Queues `f` for `tenant` and awaits its result; `Busy` at once if there is no room.
@@ -84,22 +129,23 @@ impl HashPool {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
-            let mut q = self.shared.queue.lock().unwrap_or_else(|e| e.into_inner());
-            let mine = q.by_tenant.get(tenant).map_or(0, VecDeque::len);
-            if q.closed || q.len >= self.capacity || mine >= self.tenant_share {
+            let mut q = self.shared.lock();
+            if q.closed || q.len >= self.capacity || q.queued(tenant) >= self.tenant_share {
                 metrics::counter!("unicred_hash_shed_total").increment(1);
                 return Err(Busy);
             }
             let job: Job = Box::new(move |scratch| {
                 let _ = tx.send(f(scratch));
             });
-            if mine == 0 {
-                q.turn.push_back(tenant.to_string());
+            let t = q.by_tenant.entry(tenant.to_string()).or_default();
+            let idle = t.jobs.is_empty() && t.running == 0;
+            t.jobs.push_back((Instant::now(), job));
+            if idle {
+                q.new_turn.push_back(tenant.to_string());
+            } else if t.jobs.len() == 1 {
+                // Running but nothing queued: it was out of the turn lists.
+                q.old_turn.push_back(tenant.to_string());
             }
-            q.by_tenant
-                .entry(tenant.to_string())
-                .or_default()
-                .push_back((Instant::now(), job));
             q.len += 1;
             metrics::gauge!("unicred_hash_queue_depth").set(q.len as f64);
         }
@@ -111,7 +157,7 @@ impl HashPool {
 
 impl Drop for HashPool {
     fn drop(&mut self) {
-        self.shared.queue.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.shared.lock().closed = true;
         self.shared.ready.notify_all();
     }
 }
@@ -119,34 +165,25 @@ impl Drop for HashPool {
 fn worker(shared: &Shared) {
     let mut scratch = Scratch::default();
     loop {
-        let (queued_at, job) = {
-            let mut q = shared.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let (tenant, queued_at, job) = {
+            let mut q = shared.lock();
             loop {
-                if q.len > 0 {
-                    break;
+                if let Some(next) = q.next() {
+                    metrics::gauge!("unicred_hash_queue_depth").set(q.len as f64);
+                    break next;
                 }
                 if q.closed {
                     return;
                 }
                 q = shared.ready.wait(q).unwrap_or_else(|e| e.into_inner());
             }
-            let tenant = q.turn.pop_front().expect("a tenant with pending work");
-            let jobs = q.by_tenant.get_mut(&tenant).expect("queue of a tenant in turn");
-            let item = jobs.pop_front().expect("non-empty tenant queue");
-            if jobs.is_empty() {
-                q.by_tenant.remove(&tenant);
-            } else {
-                q.turn.push_back(tenant);
-            }
-            q.len -= 1;
-            metrics::gauge!("unicred_hash_queue_depth").set(q.len as f64);
-            item
         };
         metrics::histogram!("unicred_hash_wait_seconds").record(queued_at.elapsed().as_secs_f64());
         let started = Instant::now();
         // A panicking job must not take the worker down with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut scratch)));
         metrics::histogram!("unicred_hash_seconds").record(started.elapsed().as_secs_f64());
+        shared.lock().done(&tenant);
     }
 }
 
@@ -164,7 +201,7 @@ mod tests {
     #[tokio::test]
     async fn sheds_a_flooding_tenant_and_serves_tenants_in_turn() {
         let pool = Arc::new(HashPool::new(1, 8)); // a tenant's share: 2 slots
-        let len = |p: &HashPool| p.shared.queue.lock().unwrap().len;
+        let len = |p: &HashPool| p.shared.lock().len;
         let (open, gate) = std::sync::mpsc::channel::<()>();
         let started = Arc::new(AtomicBool::new(false));
         let s = started.clone();
@@ -199,8 +236,44 @@ mod tests {
         assert_eq!(shed, 1, "only the flooding tenant's third job is shed");
         assert_eq!(
             *order.lock().unwrap(),
-            vec!["a0", "b0", "a1", "b1"],
-            "round-robin across tenants"
+            vec!["b0", "a0", "b1", "a1"],
+            "b arrived idle and goes first (a is running), then round-robin"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_with_nothing_queued_or_running_goes_ahead_of_a_backlogged_one() {
+        let pool = Arc::new(HashPool::new(1, 12)); // a tenant's share: 3 slots
+        let len = |p: &HashPool| p.shared.lock().len;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        // The worker is busy with a0 (gated) while a1, a2 wait: tenant a is backlogged.
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let o = order.clone();
+        let p = pool.clone();
+        let mut tasks = vec![tokio::spawn(async move {
+            p.run("a", move |_| {
+                o.lock().unwrap().push("a0");
+                gate.recv().ok();
+            })
+            .await
+        })];
+        until(|| !order.lock().unwrap().is_empty()).await;
+        for label in ["a1", "a2", "b0", "b1"] {
+            let (p, o) = (pool.clone(), order.clone());
+            let before = len(&pool);
+            tasks.push(tokio::spawn(async move {
+                p.run(&label[..1], move |_| o.lock().unwrap().push(label)).await
+            }));
+            until(|| len(&pool) > before).await;
+        }
+        open.send(()).unwrap();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            vec!["a0", "b0", "a1", "b1", "a2"],
+            "b arrived idle: served at the next free worker, then in turn with a"
         );
     }
 }
