@@ -182,7 +182,7 @@ start_throwaway_pg() {
   su postgres -s /bin/sh -c "initdb -D '$PG_DIR/data' -U bench --auth=trust >'$PG_DIR/initdb.log' 2>&1" \
     || { cat "$PG_DIR/initdb.log" >&2; exit 1; }
   su postgres -s /bin/sh -c "pg_ctl -D '$PG_DIR/data' -l '$PG_DIR/pg.log' -w \
-    -o \"-c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR'\" start" >/dev/null \
+    -o \"${PG_OPTS:-} -c listen_addresses=127.0.0.1 -p $PG_PORT -c unix_socket_directories='$PG_DIR'\" start" >/dev/null \
     || { cat "$PG_DIR/pg.log" >&2; exit 1; }
   echo "postgres: $(su postgres -s /bin/sh -c 'postgres --version')" >>"$OUT/meta.txt"
   PG_URL="postgres://bench@127.0.0.1:$PG_PORT/postgres"

@@ -6,10 +6,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode, header};
 use axum::routing::{get, post};
 use axum::{Router, middleware};
+use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::classify::ServerErrorsFailureClass;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -193,26 +193,34 @@ pub fn router(state: AppState) -> Router {
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         // Spans name the method, the path (never the query: it can carry codes) and the request id.
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-            let id = req
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
-        })
-        .on_failure(move |class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
-            // A 503 is shedding (full hashing queue, database outage: both logged where they are
-            // decided and counted in /metrics) or a timeout. One line per shed request would let
-            // a flood write the log at its own rate, so only timeouts are logged here.
-            match class {
-                ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) if latency < timeout => {}
-                ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
-                    tracing::warn!(latency_ms = latency.as_millis() as u64, "request timed out")
-                }
-                class => tracing::error!(%class, latency_ms = latency.as_millis() as u64, "response failed"),
-            }
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let id = req
+                        .headers()
+                        .get("x-request-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                })
+                .on_failure(
+                    move |class: ServerErrorsFailureClass, latency: Duration, _: &tracing::Span| {
+                        // A 503 is shedding (full hashing queue, database outage: both logged where they are
+                        // decided and counted in /metrics) or a timeout. One line per shed request would let
+                        // a flood write the log at its own rate, so only timeouts are logged here.
+                        match class {
+                            ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE)
+                                if latency < timeout => {}
+                            ServerErrorsFailureClass::StatusCode(StatusCode::SERVICE_UNAVAILABLE) => {
+                                tracing::warn!(latency_ms = latency.as_millis() as u64, "request timed out")
+                            }
+                            class => {
+                                tracing::error!(%class, latency_ms = latency.as_millis() as u64, "response failed")
+                            }
+                        }
+                    },
+                ),
+        )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }
