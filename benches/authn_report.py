@@ -23,11 +23,22 @@ rows.append(["1", f"pool: hash bench --threads {workers}: hashes/s (1-thread ms/
 
 
 def add(num, label, target, vals, oks=None):
-    rows.append([num, label, target, *vals, *([pm(o) for o in oks] if oks is not None else ["-" for _ in backends])])
+    if all(v is None for v in vals):
+        return  # a phase this run skipped (PHASES)
+    oks = oks if oks is not None else [None for _ in backends]
+    rows.append([num, label, target, *["-" if v is None else v for v in vals],
+                 *["-" if o is None else pm(o) for o in oks]])
 
 
 def col(fn):
-    return [fn(R[b]) for b in backends]
+    """fn over each backend's results; None where the run skipped that phase."""
+    out = []
+    for b in backends:
+        try:
+            out.append(fn(R[b]))
+        except KeyError:
+            out.append(None)
+    return out
 
 
 add("2", f"sign-ins/s at c=2x{workers} (200s only)", "-",

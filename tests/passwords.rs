@@ -432,39 +432,8 @@ async fn legacy_import_logs_in_and_upgrades_every_format() {
     s.stop().await;
 }
 
-/// Collects what the server logs (the test runtime is single-threaded, so every server task
-/// logs through the subscriber this test installs).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
-}
-
 #[tokio::test]
 async fn a_full_queue_sheds_with_503_and_other_tenants_keep_their_share() {
-    let log = Captured::default();
-    let _subscriber = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_ansi(false)
-            .without_time()
-            .with_max_level(tracing::Level::DEBUG)
-            .finish(),
-    );
     let tmp = tempfile::tempdir().unwrap();
     let db = common::fresh_database(tmp.path()).await;
     let mut cfg = common::test_config(&db, &tmp.path().join("keys"), tmp.path());
@@ -521,17 +490,6 @@ async fn a_full_queue_sheds_with_503_and_other_tenants_keep_their_share() {
         .await
         .unwrap();
     assert!(metrics.contains("unicred_hash_shed_total"));
-    // A flood must not write the log at its own rate: shedding is counted, not logged per request.
-    let log = String::from_utf8(log.0.lock().unwrap().clone()).unwrap();
-    assert!(
-        log.contains("status=503"),
-        "the server's request log reaches this test (at debug level)"
-    );
-    let loud: Vec<&str> = log
-        .lines()
-        .filter(|l| l.starts_with("ERROR") || l.starts_with(" WARN"))
-        .collect();
-    assert!(loud.is_empty(), "shed requests were logged above debug: {loud:#?}");
     s.stop().await;
 }
 

@@ -78,7 +78,10 @@ async fn full_run_logs_no_secret_and_shuts_down_gracefully() {
     }
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let env = Env::new(dir.path(), port);
+    let mut env = Env::new(dir.path(), port);
+    // A small hashing queue (a tenant's share: 1) so a burst of sign-ins is shed.
+    env.vars.push(("UNICRED_HASH_WORKERS".into(), "1".into()));
+    env.vars.push(("UNICRED_HASH_QUEUE".into(), "4".into()));
     let log_path = dir.path().join("serve.log");
     let mut server = env
         .cmd(&["serve"])
@@ -207,6 +210,32 @@ async fn full_run_logs_no_secret_and_shuts_down_gracefully() {
         .unwrap();
     assert_eq!(r.status(), 200);
 
+    // A burst beyond the tenant's share of the hashing queue is shed with 503s, which are
+    // counted, not logged one line each (checked in the log below).
+    let burst: Vec<_> = (0..24)
+        .map(|i| {
+            let (http, base, cid, csecret) = (http.clone(), base.clone(), cid.clone(), csecret.clone());
+            tokio::spawn(async move {
+                http.post(format!("{base}/t/bank/authn"))
+                    .basic_auth(&cid, Some(&csecret))
+                    .json(&json!({"username": format!("burst{i}"), "password": "wrong-burst-password"}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            })
+        })
+        .collect();
+    let mut shed = 0;
+    for b in burst {
+        match b.await.unwrap() {
+            503 => shed += 1,
+            st => assert_eq!(st, 401),
+        }
+    }
+    assert!(shed > 0, "the burst overflowed the tenant's share");
+
     // Graceful shutdown: a slow request in flight when SIGTERM arrives still completes.
     let r = http
         .patch(format!("{base}/admin/v1/tenants/bank"))
@@ -250,12 +279,27 @@ async fn full_run_logs_no_secret_and_shuts_down_gracefully() {
         .unwrap();
     assert!(log.contains("request_id"), "requests are logged with their id");
     assert!(log.contains("shutting down"));
-    for line in log.lines() {
-        assert!(
-            serde_json::from_str::<Value>(line).is_ok(),
-            "not a JSON log line: {line}"
-        );
-    }
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    let shed_503 = |l: &&Value| {
+        l["fields"]["status"] == 503
+            || l["fields"]["classification"]
+                .as_str()
+                .is_some_and(|c| c.contains("503"))
+    };
+    assert_eq!(
+        lines.iter().filter(shed_503).filter(|l| l["level"] == "DEBUG").count(),
+        shed,
+        "each shed request appears once, at debug level"
+    );
+    let loud: Vec<_> = lines
+        .iter()
+        .filter(shed_503)
+        .filter(|l| l["level"] != "DEBUG")
+        .collect();
+    assert!(loud.is_empty(), "shed requests logged above debug: {loud:#?}");
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret reached the log: {}…", &s[..8]);
         // Also not the base64 of a Basic credential.
