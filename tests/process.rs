@@ -212,7 +212,7 @@ async fn full_run_logs_no_secret_and_shuts_down_gracefully() {
 
     // A burst beyond the tenant's share of the hashing queue is shed with 503s, which are
     // counted, not logged one line each (checked in the log below).
-    let burst: Vec<_> = (0..24)
+    let burst: Vec<_> = (0..40)
         .map(|i| {
             let (http, base, cid, csecret) = (http.clone(), base.clone(), cid.clone(), csecret.clone());
             tokio::spawn(async move {
