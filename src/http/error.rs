@@ -154,6 +154,17 @@ impl From<crate::store::StoreError> for Problem {
     }
 }
 
+/// Every 503 tells the client when to come back: the handlers' own 503s say so already; this
+/// covers the rest (the request timeout, the login pages' busy answers) with one second.
+pub async fn ensure_retry_after(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let mut r = next.run(req).await;
+    if r.status() == StatusCode::SERVICE_UNAVAILABLE && !r.headers().contains_key(header::RETRY_AFTER) {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    r
+}
+
 /// RFC 6749 §5.2 error response.
 #[derive(Debug)]
 pub struct OAuthError {
@@ -324,6 +335,39 @@ impl Unavailability for serde_json::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_503_carries_retry_after_and_nothing_else_gains_one() {
+        use axum::routing::get;
+        use tower::ServiceExt;
+        let app = axum::Router::new()
+            .route("/bare", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
+            .route(
+                "/own",
+                get(|| async { (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "7")]) }),
+            )
+            .route("/ok", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(ensure_retry_after));
+        let get = |uri: &'static str| {
+            let app = app.clone();
+            async move {
+                let r = app
+                    .oneshot(axum::http::Request::get(uri).body(axum::body::Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                (r.status(), r.headers().get(header::RETRY_AFTER).cloned())
+            }
+        };
+        assert_eq!(
+            get("/bare").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some(HeaderValue::from_static("1")))
+        );
+        assert_eq!(
+            get("/own").await,
+            (StatusCode::SERVICE_UNAVAILABLE, Some(HeaderValue::from_static("7")))
+        );
+        assert_eq!(get("/ok").await, (StatusCode::OK, None));
+    }
     use crate::store::StoreError;
     use crate::tokens::tenant_keys::KeysError;
 
