@@ -146,8 +146,8 @@ pub fn main() -> ExitCode {
     init_logging(config.log_format);
     // Tasks woken from outside the runtime — by the Argon2 workers, sqlx's SQLite threads —
     // wait in the global queue, which a busy worker checks only every so many polls (adaptive
-    // by default). Checking every 8th poll measured +13 % audited token issuance with ~11 % less
-    // CPU per token (docs/BENCHMARKS.md).
+    // by default). Checking every 8th poll measured +12 % median audited token issuance over 8
+    // alternating rounds each (docs/BENCHMARKS.md).
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .global_queue_interval(8)
