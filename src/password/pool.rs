@@ -3,9 +3,9 @@
 //! (`Busy`) when the queue or the tenant's share of it is full, so memory stays under
 //! `workers × m` and one tenant's flood cannot starve the others.
 //!
-//! Like FQ-CoDel's new/old flow lists, a tenant with nothing queued goes ahead of the tenants
-//! that are backlogged: an institution signing its users in one at a time waits for one free
-//! worker, not for one more job of every flooding tenant.
+//! Like FQ-CoDel's new/old flow lists, a tenant with nothing queued or running goes ahead of the
+//! tenants that are backlogged: an institution signing its users in one at a time waits for one
+//! free worker, not for one more job of every flooding tenant.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
