@@ -5,7 +5,8 @@
 //!
 //! Like FQ-CoDel's new/old flow lists, a tenant with nothing queued or running goes ahead of the
 //! tenants that are backlogged: an institution signing its users in one at a time waits for one
-//! free worker, not for one more job of every flooding tenant.
+//! free worker, not for one more job of every flooding tenant. New and backlogged tenants then
+//! alternate while both wait, so many one-at-a-time tenants cannot starve a backlogged one.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex};
@@ -30,6 +31,8 @@ struct Queue {
     new_turn: VecDeque<String>,
     /// Backlogged tenants, in turn.
     old_turn: VecDeque<String>,
+    /// Whether the last job served came from `new_turn` while a backlogged tenant waited.
+    passed_over_old: bool,
     len: usize,
     closed: bool,
 }
@@ -45,9 +48,36 @@ impl Queue {
         self.by_tenant.get(tenant).map_or(0, |t| t.jobs.len())
     }
 
+    /// Queues `job`: a tenant with nothing queued or running joins the new tenants, one that
+    /// is running but had nothing queued rejoins the backlogged ones.
+    fn push(&mut self, tenant: &str, job: Job) {
+        let t = self.by_tenant.entry(tenant.to_string()).or_default();
+        let idle = t.jobs.is_empty() && t.running == 0;
+        t.jobs.push_back((Instant::now(), job));
+        if idle {
+            self.new_turn.push_back(tenant.to_string());
+        } else if t.jobs.len() == 1 {
+            self.old_turn.push_back(tenant.to_string());
+        }
+        self.len += 1;
+    }
+
     /// The next job in service order, with its tenant.
     fn next(&mut self) -> Option<(String, Instant, Job)> {
-        let tenant = self.new_turn.pop_front().or_else(|| self.old_turn.pop_front())?;
+        let backlogged = !self.old_turn.is_empty();
+        let tenant = match self.new_turn.pop_front() {
+            Some(t) if !(self.passed_over_old && backlogged) => {
+                self.passed_over_old = backlogged;
+                t
+            }
+            next_new => {
+                if let Some(t) = next_new {
+                    self.new_turn.push_front(t);
+                }
+                self.passed_over_old = false;
+                self.old_turn.pop_front()?
+            }
+        };
         let t = self.by_tenant.get_mut(&tenant).expect("queue of a tenant in turn");
         let (queued_at, job) = t.jobs.pop_front().expect("non-empty tenant queue");
         t.running += 1;
@@ -137,16 +167,7 @@ impl HashPool {
             let job: Job = Box::new(move |scratch| {
                 let _ = tx.send(f(scratch));
             });
-            let t = q.by_tenant.entry(tenant.to_string()).or_default();
-            let idle = t.jobs.is_empty() && t.running == 0;
-            t.jobs.push_back((Instant::now(), job));
-            if idle {
-                q.new_turn.push_back(tenant.to_string());
-            } else if t.jobs.len() == 1 {
-                // Running but nothing queued: it was out of the turn lists.
-                q.old_turn.push_back(tenant.to_string());
-            }
-            q.len += 1;
+            q.push(tenant, job);
             metrics::gauge!("unicred_hash_queue_depth").set(q.len as f64);
         }
         self.shared.ready.notify_one();
@@ -239,6 +260,23 @@ mod tests {
             vec!["b0", "a0", "b1", "a1"],
             "b arrived idle and goes first (a is running), then round-robin"
         );
+    }
+
+    #[test]
+    fn new_and_backlogged_tenants_alternate_so_neither_starves() {
+        let mut q = Queue::default();
+        let push = |q: &mut Queue, tenant: &str| q.push(tenant, Box::new(|_: &mut Scratch| {}));
+        // a is backlogged (one running, three queued); b, c, d each bring one job.
+        for t in ["a", "a", "a", "a"] {
+            push(&mut q, t);
+        }
+        let (first, ..) = q.next().unwrap();
+        assert_eq!(first, "a");
+        for t in ["b", "c", "d"] {
+            push(&mut q, t);
+        }
+        let order: Vec<String> = std::iter::from_fn(|| q.next().map(|(t, ..)| t)).collect();
+        assert_eq!(order, ["b", "a", "c", "a", "d", "a"]);
     }
 
     #[tokio::test]
