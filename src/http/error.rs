@@ -156,13 +156,11 @@ impl From<crate::store::StoreError> for Problem {
 
 /// Every 503 tells the client when to come back: the handlers' own 503s say so already; this
 /// covers the rest (the request timeout, the login pages' busy answers) with one second.
-pub async fn ensure_retry_after(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let mut r = next.run(req).await;
-    if r.status() == StatusCode::SERVICE_UNAVAILABLE && !r.headers().contains_key(header::RETRY_AFTER) {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+pub fn retry_after_layer() -> tower_http::set_header::SetResponseHeaderLayer<fn(&Response) -> Option<HeaderValue>> {
+    fn one_second_on_503(r: &Response) -> Option<HeaderValue> {
+        (r.status() == StatusCode::SERVICE_UNAVAILABLE).then(|| HeaderValue::from_static("1"))
     }
-    r
+    tower_http::set_header::SetResponseHeaderLayer::if_not_present(header::RETRY_AFTER, one_second_on_503)
 }
 
 /// RFC 6749 §5.2 error response.
@@ -347,7 +345,7 @@ mod tests {
                 get(|| async { (StatusCode::SERVICE_UNAVAILABLE, [(header::RETRY_AFTER, "7")]) }),
             )
             .route("/ok", get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(ensure_retry_after));
+            .layer(retry_after_layer());
         let get = |uri: &'static str| {
             let app = app.clone();
             async move {

@@ -191,7 +191,7 @@ pub fn router(state: AppState) -> Router {
             HeaderValue::from_static("nosniff"),
         ))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, timeout))
-        .layer(middleware::from_fn(crate::http::error::ensure_retry_after))
+        .layer(crate::http::error::retry_after_layer())
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         // Spans name the method, the path (never the query: it can carry codes) and the request id.
         .layer(
