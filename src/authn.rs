@@ -248,14 +248,12 @@ pub async fn password(
     ip: IpAddr,
 ) -> Result<Step, AuthnError> {
     let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
-    let has_factor = mfa::has_confirmed(state, tenant, &ok.user.id).await.map_err(internal)?;
+    let has_factor = mfa::has_confirmed(state, tenant, &ok.user.id).await?;
     if has_factor {
         let token = new_state(state, tenant, client, &ok, "mfa").await?;
         return Ok(Step::MfaRequired {
             state_token: token,
-            factors: mfa::webauthn::offered_factors(state, tenant, &ok.user.id)
-                .await
-                .map_err(internal)?,
+            factors: mfa::webauthn::offered_factors(state, tenant, &ok.user.id).await?,
         });
     }
     if mfa_blocks(tenant) {
@@ -282,10 +280,6 @@ pub async fn password(
         login_ticket: ticket,
         expires_in: TICKET_TTL,
     })
-}
-
-fn internal(e: impl Into<AuthnError>) -> AuthnError {
-    e.into()
 }
 
 pub async fn new_state(
@@ -354,7 +348,7 @@ async fn factor_failed(
     kind: &str,
 ) -> AuthnError {
     if let Err(e) = store::factors::fail_state(&state.db, &secret_hash(token)).await {
-        return internal(e);
+        return e.into();
     }
     let e = Event::new(&tenant.id, "mfa.failure")
         .user(&st.user_id)
@@ -362,7 +356,7 @@ async fn factor_failed(
         .data(serde_json::json!({ "factor": kind }));
     match state.audit.record(e).await {
         Ok(_) => AuthnError::InvalidFactor,
-        Err(e) => internal(e),
+        Err(e) => e.into(),
     }
 }
 
@@ -418,13 +412,8 @@ pub async fn verify_factor(
     let st = load_state(state, tenant, client, token, purpose).await?;
     factor_attempt(state, tenant, &st).await?;
     let ok = match kind {
-        "totp" => mfa::check_totp(state, tenant, &st.user_id, code, None)
-            .await
-            .map_err(internal)?
-            .is_some(),
-        "recovery_code" => mfa::use_recovery_code(state, tenant, &st.user_id, code)
-            .await
-            .map_err(internal)?,
+        "totp" => mfa::check_totp(state, tenant, &st.user_id, code, None).await?.is_some(),
+        "recovery_code" => mfa::use_recovery_code(state, tenant, &st.user_id, code).await?,
         _ => false,
     };
     if !ok {
@@ -467,7 +456,7 @@ pub async fn enroll_totp(
     match mfa::enroll_totp(state, tenant, &user.id, &user.username).await {
         Ok(e) => Ok(e),
         Err(mfa::MfaError::NotAllowed(_)) => Err(AuthnError::InvalidFactor),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -491,7 +480,7 @@ pub async fn enrolment_again(
     };
     mfa::pending_totp(state, tenant, &user.id, factor, &user.username)
         .await
-        .map_err(internal)
+        .map_err(AuthnError::from)
 }
 
 /// A valid code confirms the pending TOTP factor of an enrolment-only state token of
@@ -515,20 +504,16 @@ pub async fn confirm_enrolment(
         .rev()
         .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP && factor.is_none_or(|id| id == f.id))
         .ok_or(AuthnError::InvalidFactor)?;
-    let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id))
-        .await
-        .map_err(internal)?;
+    let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id)).await?;
     if verified.is_none() || !store::factors::confirm(&state.db, &tenant.id, &pending.id).await? {
         return Err(factor_failed(state, tenant, client, token, &st, "totp").await);
     }
-    let codes = mfa::new_recovery_codes(state, tenant, &st.user_id)
-        .await
-        .map_err(internal)?;
+    let codes = mfa::new_recovery_codes(state, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
-    state.audit.record(e).await.map_err(internal)?;
+    state.audit.record(e).await?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

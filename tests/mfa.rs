@@ -559,6 +559,14 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
             Some(json!({ "policy": policy })),
         )
     };
+    let not_allowed = |st: u16, b: &Value| {
+        common::assert_problem(
+            reqwest::StatusCode::from_u16(st).unwrap(),
+            b,
+            403,
+            "factor-type-not-allowed",
+        )
+    };
     // Validation: unknown types are malformed (400, naming the field); an empty or repeating
     // list is invalid (422, naming the field).
     let (st, b) = patch(json!({"mfa_factors": ["totp", "sms"]})).await;
@@ -582,12 +590,7 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
     // Enrolling TOTP is refused; WebAuthn registration is not.
     let token = t.account_token("bob").await;
     let (st, b, _) = t.account(Method::POST, "/totp", &token, None).await;
-    common::assert_problem(
-        reqwest::StatusCode::from_u16(st).unwrap(),
-        &b,
-        403,
-        "factor-type-not-allowed",
-    );
+    not_allowed(st, &b);
     let (st, b, _) = t
         .account(Method::POST, "/webauthn/register/options", &token, Some(json!({})))
         .await;
@@ -628,12 +631,7 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
     let (st, b, _) = t
         .account(Method::POST, "/webauthn/register/options", &token, Some(json!({})))
         .await;
-    common::assert_problem(
-        reqwest::StatusCode::from_u16(st).unwrap(),
-        &b,
-        403,
-        "factor-type-not-allowed",
-    );
+    not_allowed(st, &b);
 
     // `mfa: off`: no second factor is asked for, offered or enrolled — Alice's TOTP included.
     patch(json!({"mfa": "off"})).await;
@@ -641,11 +639,6 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
     let r = t.signin("alice").await;
     assert_eq!(r["status"], "SUCCESS", "{r}");
     let (st, b, _) = t.account(Method::POST, "/totp", &token, None).await;
-    common::assert_problem(
-        reqwest::StatusCode::from_u16(st).unwrap(),
-        &b,
-        403,
-        "factor-type-not-allowed",
-    );
+    not_allowed(st, &b);
     t.s.stop().await;
 }

@@ -351,9 +351,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
                 Err(AppendError::Moved) if attempt < 5 => continue,
                 // The pool already spent its whole acquire timeout trying to connect: the
                 // database is down, and the waiting requests answer 503 now, not after retries.
-                Err(AppendError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))) => {
-                    break Err(AppendError::Store(StoreError::Db(sqlx::Error::PoolTimedOut)));
-                }
+                Err(e @ AppendError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))) => break Err(e),
                 Err(e) if attempt < 5 => {
                     tracing::warn!(error = %e, attempt, "audit batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(10 << attempt)).await;

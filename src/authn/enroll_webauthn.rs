@@ -6,7 +6,7 @@
 
 use webauthn_rs::prelude::{CreationChallengeResponse, RegisterPublicKeyCredential};
 
-use super::{AuthnError, factor_attempt, factor_failed, internal, load_state};
+use super::{AuthnError, factor_attempt, factor_failed, load_state};
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::clients::Client;
@@ -30,7 +30,7 @@ pub async fn options(
     match wa::register_options(state, tenant, &user.id, &user.username, "Passkey").await {
         Ok(ccr) => Ok(ccr),
         Err(MfaError::NotAllowed(_)) => Err(AuthnError::InvalidFactor),
-        Err(e) => Err(internal(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -73,16 +73,14 @@ pub async fn register(
                 e => Err(e),
             };
         }
-        Err(e) => return Err(internal(e)),
+        Err(e) => return Err(e.into()),
     };
-    let recovery_codes = mfa::new_recovery_codes(state, tenant, &st.user_id)
-        .await
-        .map_err(internal)?;
+    let recovery_codes = mfa::new_recovery_codes(state, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": registered.factor_id}));
-    state.audit.record(e).await.map_err(internal)?;
+    state.audit.record(e).await?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use webauthn_rs::prelude::PublicKeyCredential;
 
-use super::{AuthnError, PasswordOk, internal, outcome, throttle_key};
+use super::{AuthnError, PasswordOk, outcome, throttle_key};
 use crate::app::AppState;
 use crate::clients::Client;
 use crate::mfa::passkey;
@@ -40,9 +40,7 @@ pub async fn sign_in(
         outcome(state, tenant, client, None, ip, "passkey_malformed").await?;
         return Err(AuthnError::InvalidCredentials);
     };
-    let identified = passkey::identify(state, tenant, &client.id, binding, &credential)
-        .await
-        .map_err(internal)?;
+    let identified = passkey::identify(state, tenant, &client.id, binding, &credential).await?;
     let Some(id) = identified else {
         outcome(state, tenant, client, None, ip, "passkey_unknown").await?;
         return Err(AuthnError::InvalidCredentials);
@@ -65,9 +63,7 @@ pub async fn sign_in(
         outcome(state, tenant, client, Some(&user), ip, "throttled").await?;
         return Err(AuthnError::InvalidCredentials);
     }
-    let asserted = passkey::verify(state, tenant, id, &credential)
-        .await
-        .map_err(internal)?;
+    let asserted = passkey::verify(state, tenant, id, &credential).await?;
     let reason = match &asserted {
         None => Some("passkey_refused"),
         Some(a) if !a.user_verified => Some("passkey_not_user_verified"),

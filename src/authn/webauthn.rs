@@ -4,8 +4,8 @@
 use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse};
 
 use super::{
-    ACR_MFA, AuthnError, PasswordOk, Step, TICKET_TTL, factor_attempt, factor_failed, factor_success, internal,
-    issue_ticket, load_state,
+    ACR_MFA, AuthnError, PasswordOk, Step, TICKET_TTL, factor_attempt, factor_failed, factor_success, issue_ticket,
+    load_state,
 };
 use crate::app::AppState;
 use crate::clients::Client;
@@ -23,8 +23,7 @@ pub async fn options(
 ) -> Result<RequestChallengeResponse, AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
     wa::authenticate_options(state, tenant, &st.user_id, &client.id)
-        .await
-        .map_err(internal)?
+        .await?
         .ok_or(AuthnError::InvalidFactor)
 }
 
@@ -51,9 +50,7 @@ pub async fn offered(
         Err(AuthnError::InvalidFactor) => return Ok(false),
         Err(e) => return Err(e),
     };
-    let kinds = wa::offered_factors(state, tenant, &st.user_id)
-        .await
-        .map_err(internal)?;
+    let kinds = wa::offered_factors(state, tenant, &st.user_id).await?;
     Ok(kinds.contains(&wa::KIND_WEBAUTHN))
 }
 
@@ -71,9 +68,7 @@ pub async fn verify(
     let st = load_state(state, tenant, client, token, purpose).await?;
     factor_attempt(state, tenant, &st).await?;
     let asserted = match serde_json::from_value::<PublicKeyCredential>(credential.clone()) {
-        Ok(c) => wa::authenticate_finish(state, tenant, &st.user_id, &client.id, &c)
-            .await
-            .map_err(internal)?,
+        Ok(c) => wa::authenticate_finish(state, tenant, &st.user_id, &client.id, &c).await?,
         Err(_) => None,
     };
     let Some(a) = asserted else {

@@ -7,6 +7,10 @@ use serde::Serialize;
 
 use crate::error::Error;
 
+/// `Retry-After` (seconds) while the database cannot be reached: every renderer of an outage
+/// (problem+json, OAuth JSON, the login pages) says the same.
+pub const OUTAGE_RETRY_AFTER: u64 = 2;
+
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
@@ -79,7 +83,7 @@ impl Problem {
                 "unavailable",
                 "Temporarily unavailable, retry later",
             );
-            p.retry_after = Some(2);
+            p.retry_after = Some(OUTAGE_RETRY_AFTER);
             return p;
         }
         tracing::error!(error = %err, "internal error");
@@ -233,7 +237,7 @@ impl OAuthError {
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
             let mut o = OAuthError::busy();
-            o.retry_after = Some(2);
+            o.retry_after = Some(OUTAGE_RETRY_AFTER);
             return o;
         }
         tracing::error!(error = %err, "internal error");

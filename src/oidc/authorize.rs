@@ -281,7 +281,7 @@ pub fn internal<E: std::fmt::Display + crate::http::error::Unavailability + ?Siz
         );
         r.headers_mut().insert(
             axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("2"),
+            axum::http::HeaderValue::from(crate::http::error::OUTAGE_RETRY_AFTER),
         );
         return r;
     }

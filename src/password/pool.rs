@@ -26,7 +26,7 @@ pub struct Busy;
 
 #[derive(Default)]
 struct Queue {
-    by_tenant: HashMap<String, Tenant>,
+    by_tenant: HashMap<String, TenantJobs>,
     /// Tenants with a job queued and none queued or running before it, served first, in order.
     new_turn: VecDeque<String>,
     /// Backlogged tenants, in turn.
@@ -37,8 +37,9 @@ struct Queue {
     closed: bool,
 }
 
+/// One tenant's queued jobs and how many of its jobs are hashing now.
 #[derive(Default)]
-struct Tenant {
+struct TenantJobs {
     jobs: VecDeque<(Instant, Job)>,
     running: usize,
 }
