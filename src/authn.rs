@@ -92,7 +92,8 @@ impl From<store::StoreError> for AuthnError {
 impl From<PasswordError> for AuthnError {
     fn from(e: PasswordError) -> Self {
         match e {
-            PasswordError::Busy => AuthnError::Busy,
+            // Out of memory for a hash is logged where it happens; the caller may retry.
+            PasswordError::Busy | PasswordError::Memory(_) => AuthnError::Busy,
             PasswordError::Malformed => AuthnError::Internal("stored hash unusable".into()),
         }
     }

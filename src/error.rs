@@ -56,7 +56,7 @@ impl From<KeysError> for Error {
 impl From<PasswordError> for Error {
     fn from(e: PasswordError) -> Self {
         match e {
-            PasswordError::Busy => Error::Busy,
+            PasswordError::Busy | PasswordError::Memory(_) => Error::Busy,
             PasswordError::Malformed => Error::Store(StoreError::Corrupt("password hash".into())),
         }
     }

@@ -28,6 +28,8 @@ pub enum PasswordError {
     Busy,
     #[error("stored hash is malformed or uses an unknown pepper")]
     Malformed,
+    #[error("no memory for hashing: {0}")]
+    Memory(#[from] std::io::Error),
 }
 
 impl From<Busy> for PasswordError {
@@ -205,9 +207,8 @@ pub fn hash_with(
     let mut raw_salt = [0u8; 16];
     let raw_salt = salt.decode_b64(&mut raw_salt).map_err(|_| PasswordError::Malformed)?;
     let mut out = Zeroizing::new([0u8; 32]);
-    scratch.blocks.resize(params.block_count(), argon2::Block::default());
     argon
-        .hash_password_into_with_memory(password, raw_salt, &mut out[..], &mut scratch.blocks[..])
+        .hash_password_into_with_memory(password, raw_salt, &mut out[..], scratch.blocks(params.block_count())?)
         .map_err(|_| PasswordError::Malformed)?;
     let phc = PasswordHash {
         algorithm: argon2::ARGON2ID_IDENT,
@@ -241,9 +242,8 @@ pub fn verify_with(scratch: &mut Scratch, pepper: &[u8], phc: &str, password: &[
     let argon =
         Argon2::new_with_secret(pepper, algorithm, version, params.clone()).map_err(|_| PasswordError::Malformed)?;
     let mut out = Zeroizing::new(vec![0u8; expected.len()]);
-    scratch.blocks.resize(params.block_count(), argon2::Block::default());
     argon
-        .hash_password_into_with_memory(password, salt, &mut out[..], &mut scratch.blocks[..])
+        .hash_password_into_with_memory(password, salt, &mut out[..], scratch.blocks(params.block_count())?)
         .map_err(|_| PasswordError::Malformed)?;
     Ok(Output::new(&out[..]).map_err(|_| PasswordError::Malformed)? == expected)
 }
@@ -282,10 +282,14 @@ mod tests {
             .data(argon2::AssociatedData::new(&[4u8; 12]).unwrap())
             .build()
             .unwrap();
-        let mut blocks = vec![argon2::Block::default(); params_ad.block_count()];
+        // In a worker's (huge-page) scratch memory, as the pool hashes, grown from a smaller
+        // size first so the remapping path is exercised too.
+        let mut scratch = Scratch::default();
+        assert_eq!(scratch.blocks(8).unwrap().len(), 8);
+        let blocks = scratch.blocks(params_ad.block_count()).unwrap();
         let argon_ad = Argon2::new_with_secret(&[3u8; 8], Algorithm::Argon2id, Version::V0x13, params_ad).unwrap();
         argon_ad
-            .hash_password_into_with_memory(&[1u8; 32], &[2u8; 16], &mut out, &mut blocks)
+            .hash_password_into_with_memory(&[1u8; 32], &[2u8; 16], &mut out, blocks)
             .unwrap();
         let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659");

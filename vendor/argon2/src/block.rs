@@ -59,6 +59,22 @@ impl Block {
         Self([0u64; Self::SIZE / 8])
     }
 
+    /// unicred patch: views caller-allocated memory (e.g. a huge-page mapping) as blocks for
+    /// [`crate::Argon2::hash_password_into_with_memory`]. `None` unless `bytes` is 64-byte
+    /// aligned and a whole number of blocks long.
+    #[allow(unsafe_code)]
+    pub fn slice_from_bytes_mut(bytes: &mut [u8]) -> Option<&mut [Block]> {
+        if bytes.len() % Self::SIZE != 0 || bytes.as_ptr().align_offset(align_of::<Block>()) != 0 {
+            return None;
+        }
+        // SAFETY: `Block` is `repr(align(64))` over `[u64; 128]`: exactly SIZE bytes, no
+        // padding, and every bit pattern is a valid value. Alignment and length are checked
+        // above, and the returned slice reborrows `bytes` mutably for its whole lifetime.
+        Some(unsafe {
+            slice::from_raw_parts_mut(bytes.as_mut_ptr().cast::<Block>(), bytes.len() / Self::SIZE)
+        })
+    }
+
     /// Load a block from a block-sized byte slice
     #[inline(always)]
     pub(crate) fn load(&mut self, input: &[u8; Block::SIZE]) {

@@ -325,3 +325,36 @@ const UPSTREAM_HASHES: &[(&str, &str)] = &[
     ("", "$argon2d$v=19$m=32,t=1,p=1$dXBzdHJlYW0tc2FsdC0z$F4zeI7yTwnRo+evd/zG6+uObvl9sY+jsPF9HYtcfnMw"),
     ("legacy", "$argon2id$v=16$m=128,t=2,p=1$dXBzdHJlYW0tc2FsdC00$mJvqIVuDxyGXMyuRWib9QuY8s96LkHDUKoWruozb0yw"),
 ];
+
+/// unicred patch: hashing in caller-provided bytes viewed as blocks gives the same output as
+/// in a `Vec<Block>`; misaligned or ragged byte slices are refused.
+#[test]
+fn slice_from_bytes_mut_hashes_identically() {
+    let params = Params::new(64, 2, 1, Some(32)).unwrap();
+    let argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut expected = [0u8; 32];
+    let mut blocks = vec![Block::new(); params.block_count()];
+    argon
+        .hash_password_into_with_memory(
+            b"password",
+            b"somesaltsomesalt",
+            &mut expected,
+            &mut blocks,
+        )
+        .unwrap();
+
+    let len = params.block_count() * Block::SIZE;
+    let mut raw = vec![0xa5u8; len + 128];
+    let start = raw.as_ptr().align_offset(64);
+    let mut out = [0u8; 32];
+    let view =
+        Block::slice_from_bytes_mut(&mut raw[start..start + len]).expect("aligned whole blocks");
+    assert_eq!(view.len(), params.block_count());
+    argon
+        .hash_password_into_with_memory(b"password", b"somesaltsomesalt", &mut out, view)
+        .unwrap();
+    assert_eq!(out, expected);
+
+    assert!(Block::slice_from_bytes_mut(&mut raw[start + 8..start + 8 + len]).is_none());
+    assert!(Block::slice_from_bytes_mut(&mut raw[start..start + len - 1]).is_none());
+}
