@@ -21,22 +21,27 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// Rows read per page while verifying or exporting.
 pub(crate) const PAGE: i64 = 1000;
 
+/// The hashed fields of an event. Declared in RFC 8785 member order (sorted by name), with
+/// `data` already in RFC 8785 form, so serde_json's compact output *is* the canonical JSON:
+/// its string escaping and integer formatting are the ones RFC 8785 prescribes (checked against
+/// `serde_json_canonicalizer` by `content_is_rfc8785` below). Re-canonicalising the event per
+/// append cost more than hashing it.
 #[derive(Serialize)]
 struct Content<'a> {
-    v: u8,
-    tenant_id: &'a str,
-    seq: i64,
-    at: i64,
-    kind: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     actor: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user_id: Option<&'a str>,
+    at: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     client_id: Option<&'a str>,
+    data: &'a serde_json::value::RawValue,
     #[serde(skip_serializing_if = "Option::is_none")]
     ip_commit: Option<&'a str>,
-    data: &'a serde_json::Value,
+    kind: &'a str,
+    seq: i64,
+    tenant_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_id: Option<&'a str>,
+    v: u8,
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -67,9 +72,10 @@ pub(crate) fn ip_commit(salt: &str, ip: &str) -> String {
     hex(&h.finalize())
 }
 
-/// The chain hash of `row` after `prev` (hex), from the row's hashed fields and parsed data.
-pub(crate) fn hash_of(prev: &str, row: &EventRow, data: &serde_json::Value) -> Option<String> {
-    let prev = unhex32(prev)?;
+/// The canonical JSON of `row`'s hashed content; `None` unless its `data` is JSON. Stored
+/// data is the canonical text written at append time: any other bytes change the hash.
+fn canonical(row: &EventRow) -> Option<Vec<u8>> {
+    let data = serde_json::from_str::<&serde_json::value::RawValue>(&row.data).ok()?;
     let content = Content {
         v: 1,
         tenant_id: &row.tenant_id,
@@ -82,10 +88,18 @@ pub(crate) fn hash_of(prev: &str, row: &EventRow, data: &serde_json::Value) -> O
         ip_commit: row.ip_commit.as_deref(),
         data,
     };
-    let canonical = serde_json_canonicalizer::to_vec(&content).ok()?;
+    let mut out = Vec::with_capacity(256 + row.data.len());
+    serde_json::to_writer(&mut out, &content).ok()?;
+    Some(out)
+}
+
+/// The chain hash of `row` after `prev` (hex); `None` if `prev` is not a hash or the row's
+/// data is not JSON.
+pub(crate) fn hash_of(prev: &str, row: &EventRow) -> Option<String> {
+    let prev = unhex32(prev)?;
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(&canonical);
+    h.update(canonical(row)?);
     Some(hex(&h.finalize()))
 }
 
@@ -216,10 +230,7 @@ pub(crate) async fn verify_range(
             if row.seq != expected {
                 return Ok(Verification::broken(expected, "event missing"));
             }
-            let Ok(data) = serde_json::from_str::<serde_json::Value>(&row.data) else {
-                return Ok(Verification::broken(row.seq, "event data is not JSON"));
-            };
-            if hash_of(&prev, row, &data).as_deref() != Some(row.hash.as_str()) {
+            if hash_of(&prev, row).as_deref() != Some(row.hash.as_str()) {
                 return Ok(Verification::broken(row.seq, "hash mismatch"));
             }
             if let (Some(ip), Some(salt)) = (&row.ip, &row.ip_salt)
@@ -293,4 +304,83 @@ pub async fn verify_all(db: &Db, tenant: Option<&str>) -> Result<VerifyReport, A
         ok: tenants.iter().all(|t| t.result.ok),
         tenants,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngExt;
+
+    fn row(fields: [Option<String>; 4], kind: String, data: &serde_json::Value) -> EventRow {
+        let [actor, user_id, client_id, ip_commit] = fields;
+        EventRow {
+            tenant_id: kind.chars().rev().collect(),
+            seq: 9_007_199_254_740_991,
+            at: 1_795_000_000,
+            kind,
+            actor,
+            user_id,
+            client_id,
+            ip_commit,
+            data: serde_json_canonicalizer::to_string(data).unwrap(),
+            hash: String::new(),
+            ip: None,
+            ip_salt: None,
+        }
+    }
+
+    /// The hashed bytes are exactly RFC 8785's canonical JSON of the event, as an independent
+    /// implementation (`serde_json_canonicalizer`) writes it: escapes, non-ASCII text, absent
+    /// fields, nested and unsorted data.
+    #[test]
+    fn content_is_rfc8785() {
+        const CHARS: &[char] = &[
+            'a', 'Z', '0', ' ', '"', '\\', '/', '\u{0}', '\u{8}', '\t', '\n', '\u{b}', '\u{c}', '\r', '\u{1f}',
+            '\u{7f}', 'é', '\u{2028}', '€', '😀', '\u{fffd}',
+        ];
+        let mut rng = rand::rng();
+        let mut text = |n: usize| -> String { (0..n).map(|_| CHARS[rng.random_range(0..CHARS.len())]).collect() };
+        for i in 0..500 {
+            let fields = [0, 1, 2, 3].map(|f| (i >> f & 1 == 1).then(|| text(i % 9)));
+            let data = serde_json::json!({
+                text(3): text(5),
+                "z": [1, -2, 3.5, 1e21, null, true, {"b": text(2), "a": 0}],
+                "a": {"y": text(4), "x": i},
+            });
+            let r = row(fields, text(1 + i % 7), &data);
+            let expected = serde_json_canonicalizer::to_vec(&serde_json::json!({
+                "v": 1,
+                "tenant_id": r.tenant_id,
+                "seq": r.seq,
+                "at": r.at,
+                "kind": r.kind,
+                "actor": r.actor,
+                "user_id": r.user_id,
+                "client_id": r.client_id,
+                "ip_commit": r.ip_commit,
+                "data": data,
+            }))
+            .map(|v| {
+                // Absent optional fields are left out, not null.
+                let mut o: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&v).unwrap();
+                o.retain(|_, v| !v.is_null());
+                serde_json_canonicalizer::to_vec(&o).unwrap()
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(canonical(&r).unwrap()).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn data_that_is_not_json_has_no_hash() {
+        let mut r = row([None, None, None, None], "x".into(), &serde_json::json!({}));
+        assert!(hash_of(GENESIS, &r).is_some());
+        r.data = "{".into();
+        assert_eq!(hash_of(GENESIS, &r), None);
+        r.data = "{}".into();
+        assert_eq!(hash_of("not a hash", &r), None);
+    }
 }

@@ -142,8 +142,8 @@ struct Pending {
     actor: Option<String>,
     user_id: Option<String>,
     client_id: Option<String>,
-    data: serde_json::Value,
-    data_text: String,
+    /// RFC 8785 text.
+    data: String,
     ip: Option<(String, String, String)>,
     done: oneshot::Sender<Result<Receipt, AuditError>>,
 }
@@ -200,12 +200,11 @@ impl Audit {
             o @ serde_json::Value::Object(_) => o,
             _ => return Err(AuditError::Invalid("data must be an object")),
         };
-        let data_text = serde_json_canonicalizer::to_string(&data).map_err(|_| AuditError::Invalid("data"))?;
-        if data_text.len() > MAX_DATA_BYTES {
+        // Canonical once, here: the chain hashes and stores exactly this text.
+        let data = serde_json_canonicalizer::to_string(&data).map_err(|_| AuditError::Invalid("data"))?;
+        if data.len() > MAX_DATA_BYTES {
             return Err(AuditError::Invalid("data too large"));
         }
-        // Canonical text parses back to the same value; hash what verification will parse.
-        let data = serde_json::from_str(&data_text).map_err(|_| AuditError::Invalid("data"))?;
         let ip = ip.map(|ip| {
             let ip = ip.to_canonical().to_string();
             let salt = chain::hex(&crate::crypto::random_bytes::<16>());
@@ -222,7 +221,6 @@ impl Audit {
                 user_id,
                 client_id,
                 data,
-                data_text,
                 ip,
                 done,
             })
@@ -485,12 +483,12 @@ fn chain_rows(
             user_id: p.user_id.clone(),
             client_id: p.client_id.clone(),
             ip_commit: p.ip.as_ref().map(|(_, _, c)| c.clone()),
-            data: p.data_text.clone(),
+            data: p.data.clone(),
             hash: String::new(),
             ip: p.ip.as_ref().map(|(ip, _, _)| ip.clone()),
             ip_salt: p.ip.as_ref().map(|(_, s, _)| s.clone()),
         };
-        row.hash = chain::hash_of(&prev, &row, &p.data).ok_or(AppendError::Hash)?;
+        row.hash = chain::hash_of(&prev, &row).ok_or(AppendError::Hash)?;
         prev.clone_from(&row.hash);
         receipts[i] = Some(Receipt {
             seq,
