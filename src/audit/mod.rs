@@ -30,6 +30,8 @@ pub use checkpoint::{Checkpoint, CheckpointClaims, audit_keys_jwks, reencrypt_ke
 
 /// Events a batch holds at most.
 const MAX_BATCH: usize = 1000;
+/// How often the writer yields to let more events join a batch, at most.
+const YIELDS: usize = 4;
 /// Events waiting for the writer at most; `record` waits for room beyond that.
 const QUEUE: usize = 10_000;
 /// Limits on what a caller can put in one event.
@@ -339,6 +341,17 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
     // the compare-and-swap (which fails, and reloads, if another replica appended meanwhile).
     let mut heads: HashMap<String, (i64, String)> = HashMap::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Let the requests that are runnable now queue their events too: under load one commit
+        // then serves them all, and commits (WAL page writes) are what the trail costs. Yield
+        // again while that brings more, a few times at most.
+        for _ in 0..YIELDS {
+            tokio::task::yield_now().await;
+            let room = MAX_BATCH - batch.len();
+            if room == 0 || rx.is_empty() {
+                break;
+            }
+            rx.recv_many(&mut batch, room).await;
+        }
         let mut attempt = 0;
         let started = std::time::Instant::now();
         let result = loop {
