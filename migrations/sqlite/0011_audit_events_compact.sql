@@ -1,6 +1,6 @@
 -- Fewer b-trees per appended event (each one is a page written by every group commit):
--- the events table is clustered on its primary key (without rowid: one b-tree instead of a
--- rowid table plus its key index), and the per-user index holds only events that name a
+-- the events and heads tables are clustered on their primary keys (without rowid: one b-tree
+-- instead of a rowid table plus its key index), and the per-user index holds only events that name a
 -- user (service-token events name none; lookups by user never match null).
 create table audit_events_compact (
     tenant_id text not null,
@@ -22,6 +22,19 @@ insert into audit_events_compact
       from audit_events;
 drop table audit_events;
 alter table audit_events_compact rename to audit_events;
+
+-- The chain heads too: every append reads and updates its tenant's head (the trigger below).
+create table audit_heads_compact (
+    tenant_id text primary key,
+    seq bigint not null,
+    hash text not null,
+    base_seq bigint not null default 0,
+    base_hash text not null
+) without rowid;
+insert into audit_heads_compact select tenant_id, seq, hash, base_seq, base_hash from audit_heads;
+drop table audit_heads;
+alter table audit_heads_compact rename to audit_heads;
+
 create index audit_events_user on audit_events (tenant_id, user_id, seq) where user_id is not null;
 create index audit_events_kind on audit_events (tenant_id, kind, seq);
 

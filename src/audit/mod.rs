@@ -136,17 +136,10 @@ pub struct Receipt {
     pub hash: String,
 }
 
-/// An event checked and prepared by the caller's task, waiting for the writer.
+/// An event checked and prepared by the caller's task (its row lacks only `seq` and `hash`),
+/// waiting for the writer.
 struct Pending {
-    tenant_id: String,
-    at: i64,
-    kind: String,
-    actor: Option<String>,
-    user_id: Option<String>,
-    client_id: Option<String>,
-    /// RFC 8785 text.
-    data: String,
-    ip: Option<(String, String, String)>,
+    row: EventRow,
     done: oneshot::Sender<Result<Receipt, AuditError>>,
 }
 
@@ -207,25 +200,32 @@ impl Audit {
         if data.len() > MAX_DATA_BYTES {
             return Err(AuditError::Invalid("data too large"));
         }
-        let ip = ip.map(|ip| {
-            let ip = ip.to_canonical().to_string();
-            let salt = chain::hex(&crate::crypto::random_bytes::<16>());
-            let commit = chain::ip_commit(&salt, &ip);
-            (ip, salt, commit)
-        });
+        let (ip, ip_salt, ip_commit) = match ip {
+            Some(ip) => {
+                let ip = ip.to_canonical().to_string();
+                let salt = chain::hex(&crate::crypto::random_bytes::<16>());
+                let commit = chain::ip_commit(&salt, &ip);
+                (Some(ip), Some(salt), Some(commit))
+            }
+            None => (None, None, None),
+        };
+        let row = EventRow {
+            tenant_id,
+            seq: 0,
+            at: now(),
+            kind,
+            actor,
+            user_id,
+            client_id,
+            ip_commit,
+            data,
+            hash: String::new(),
+            ip,
+            ip_salt,
+        };
         let (done, wait) = oneshot::channel();
         self.tx
-            .send(Pending {
-                tenant_id,
-                at: now(),
-                kind,
-                actor,
-                user_id,
-                client_id,
-                data,
-                ip,
-                done,
-            })
+            .send(Pending { row, done })
             .await
             .map_err(|_| AuditError::Unavailable)?;
         wait.await.map_err(|_| AuditError::Unavailable)?
@@ -356,8 +356,8 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
         let started = std::time::Instant::now();
         let result = loop {
             attempt += 1;
-            match append(&db, &batch, &mut heads).await {
-                Ok(r) => break Ok(r),
+            match append(&db, &mut batch, &mut heads).await {
+                Ok(()) => break Ok(()),
                 // A stale cached head: retry at once with heads read from the database.
                 Err(AppendError::Moved) if attempt < 5 => continue,
                 // The pool already spent its whole acquire timeout trying to connect: the
@@ -371,11 +371,14 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
             }
         };
         match result {
-            Ok(receipts) => {
+            Ok(()) => {
                 metrics::histogram!("unicred_audit_batch_events").record(batch.len() as f64);
                 metrics::histogram!("unicred_audit_batch_seconds").record(started.elapsed().as_secs_f64());
-                for (p, r) in batch.drain(..).zip(receipts) {
-                    let _ = p.done.send(Ok(r));
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Ok(Receipt {
+                        seq: p.row.seq,
+                        hash: p.row.hash,
+                    }));
                 }
             }
             Err(e) => {
@@ -410,62 +413,58 @@ impl From<sqlx::Error> for AppendError {
     }
 }
 
-/// Appends a batch. The head trigger (migration 0010) advances each tenant's head with its
-/// events and refuses them if another writer moved it (→ [`AppendError::Moved`], retried with
-/// heads read afresh). On SQLite a one-tenant batch whose head this writer knows is one
-/// statement; otherwise one transaction, tenants locked in a fixed order (sorted ids) so two
-/// replicas' batches cannot deadlock.
-async fn append(
-    db: &Db,
-    batch: &[Pending],
-    heads: &mut HashMap<String, (i64, String)>,
-) -> Result<Vec<Receipt>, AppendError> {
-    let mut by_tenant: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+/// Appends a batch, setting each event's `seq` and `hash`. The head trigger (migration 0010)
+/// advances each tenant's head with its events and refuses them if another writer moved it
+/// (→ [`AppendError::Moved`], retried with heads read afresh). On SQLite a one-tenant batch
+/// whose head this writer knows is one statement; otherwise one transaction, tenants locked in
+/// a fixed order (sorted ids) so two replicas' batches cannot deadlock.
+async fn append(db: &Db, batch: &mut [Pending], heads: &mut HashMap<String, (i64, String)>) -> Result<(), AppendError> {
+    let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, p) in batch.iter().enumerate() {
-        by_tenant.entry(&p.tenant_id).or_default().push(i);
+        match by_tenant.get_mut(&p.row.tenant_id) {
+            Some(idx) => idx.push(i),
+            None => {
+                by_tenant.insert(p.row.tenant_id.clone(), vec![i]);
+            }
+        }
     }
-    let mut receipts: Vec<Option<Receipt>> = vec![None; batch.len()];
     if db.backend == Backend::Sqlite
         && by_tenant.len() == 1
         && batch.len() <= sa::MAX_ONE_STATEMENT
         && let Some((tenant_id, idx)) = by_tenant.first_key_value()
-        && let Some(head) = heads.get(*tenant_id).cloned()
+        && let Some(head) = heads.get(tenant_id).cloned()
     {
-        let (rows, head) = chain_rows(batch, idx, tenant_id, head, &mut receipts)?;
+        let head = chain(batch, idx, head)?;
+        let rows: Vec<&EventRow> = batch.iter().map(|p| &p.row).collect();
         sa::append_one_statement(db, &rows)
             .await
             .map_err(|e| moved_or(e, heads))?;
-        heads.insert(tenant_id.to_string(), head);
-        return Ok(receipts
-            .into_iter()
-            .map(|r| r.expect("every event was appended"))
-            .collect());
+        heads.insert(tenant_id.clone(), head);
+        return Ok(());
     }
     let mut tx = db.begin_write().await?;
     let mut advanced = Vec::new();
-    for (tenant_id, idx) in &by_tenant {
-        let head = match heads.get(*tenant_id) {
+    for (tenant_id, idx) in by_tenant {
+        let head = match heads.get(&tenant_id) {
             Some(h) => h.clone(),
             None => {
-                let h = sa::lock_head(&mut tx, tenant_id, GENESIS).await?;
+                let h = sa::lock_head(&mut tx, &tenant_id, GENESIS).await?;
                 (h.seq, h.hash)
             }
         };
-        let (rows, head) = chain_rows(batch, idx, tenant_id, head, &mut receipts)?;
+        let head = chain(batch, &idx, head)?;
+        let rows: Vec<&EventRow> = idx.iter().map(|&i| &batch[i].row).collect();
         sa::insert_events(&mut tx, &rows)
             .await
             .map_err(|e| moved_or(e, heads))?;
-        advanced.push((tenant_id.to_string(), head));
+        advanced.push((tenant_id, head));
     }
     if let Err(e) = tx.commit().await {
         heads.clear();
         return Err(e.into());
     }
     heads.extend(advanced);
-    Ok(receipts
-        .into_iter()
-        .map(|r| r.expect("every event was appended"))
-        .collect())
+    Ok(())
 }
 
 /// A failed append: `Moved` (forgetting the cached heads) when another writer got there first.
@@ -474,42 +473,21 @@ fn moved_or(e: StoreError, heads: &mut HashMap<String, (i64, String)>) -> Append
     if sa::is_moved(&e) { AppendError::Moved } else { e.into() }
 }
 
-/// The rows of one tenant's events `idx` after `head`, hashed into the chain, with their
-/// receipts; returns the rows and the new head.
-fn chain_rows(
-    batch: &[Pending],
+/// Chains one tenant's events `idx` (in order) after `head`: sets their `seq` and `hash`, and
+/// returns the new head.
+fn chain(
+    batch: &mut [Pending],
     idx: &[usize],
-    tenant_id: &str,
     (mut seq, mut prev): (i64, String),
-    receipts: &mut [Option<Receipt>],
-) -> Result<(Vec<EventRow>, (i64, String)), AppendError> {
-    let mut rows = Vec::with_capacity(idx.len());
+) -> Result<(i64, String), AppendError> {
     for &i in idx {
-        let p = &batch[i];
+        let row = &mut batch[i].row;
         seq += 1;
-        let mut row = EventRow {
-            tenant_id: tenant_id.to_string(),
-            seq,
-            at: p.at,
-            kind: p.kind.clone(),
-            actor: p.actor.clone(),
-            user_id: p.user_id.clone(),
-            client_id: p.client_id.clone(),
-            ip_commit: p.ip.as_ref().map(|(_, _, c)| c.clone()),
-            data: p.data.clone(),
-            hash: String::new(),
-            ip: p.ip.as_ref().map(|(ip, _, _)| ip.clone()),
-            ip_salt: p.ip.as_ref().map(|(_, s, _)| s.clone()),
-        };
-        row.hash = chain::hash_of(&prev, &row).ok_or(AppendError::Hash)?;
+        row.seq = seq;
+        row.hash = chain::hash_of(&prev, row).ok_or(AppendError::Hash)?;
         prev.clone_from(&row.hash);
-        receipts[i] = Some(Receipt {
-            seq,
-            hash: row.hash.clone(),
-        });
-        rows.push(row);
     }
-    Ok((rows, (seq, prev)))
+    Ok((seq, prev))
 }
 
 /// A stored event as the management API shows and exports it: every hashed field, so an

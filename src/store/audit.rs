@@ -89,7 +89,7 @@ pub fn is_moved(e: &StoreError) -> bool {
 /// refuses the statement if another writer moved it. Power-of-two statement sizes, so every
 /// connection's prepared-statement cache keeps all seven (one per batch length would be
 /// prepared again and again).
-pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[EventRow]) -> Result<()> {
+pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[&EventRow]) -> Result<()> {
     let numbered = tx.backend_name() != "SQLite";
     let mut rest = rows;
     while !rest.is_empty() {
@@ -115,7 +115,7 @@ pub const MAX_ONE_STATEMENT: usize = 64;
 /// and the head trigger makes it a compare-and-swap. One round trip to SQLite's thread instead
 /// of begin, insert and commit. Exact-size statements: the writer connection runs little else,
 /// so its statement cache (100) keeps all 64.
-pub async fn append_one_statement(db: &Db, rows: &[EventRow]) -> Result<()> {
+pub async fn append_one_statement(db: &Db, rows: &[&EventRow]) -> Result<()> {
     debug_assert!(rows.len() <= MAX_ONE_STATEMENT);
     let sql = insert_sql(rows.len(), false);
     bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), rows)
@@ -149,7 +149,7 @@ fn insert_sql(n: usize, numbered: bool) -> String {
 
 fn bind_rows<'q>(
     mut q: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
-    rows: &'q [EventRow],
+    rows: &[&'q EventRow],
 ) -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments> {
     for r in rows {
         q = q
