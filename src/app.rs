@@ -94,12 +94,29 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = crate::http::router::router(state.clone());
+    let checkpoints = tokio::spawn(wal_checkpoints(state.db.clone()));
     let maintenance = tokio::spawn(maintenance(state));
     let r = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(shutdown)
         .await;
     maintenance.abort();
+    checkpoints.abort();
     r
+}
+
+/// SQLite's write-ahead log is copied into the database file here, once a second, instead of
+/// by the writer after its commits (see [`crate::store::Db::checkpoint`]).
+async fn wal_checkpoints(db: crate::store::Db) {
+    if db.backend != crate::store::Backend::Sqlite {
+        return;
+    }
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if let Err(e) = db.checkpoint().await {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 /// Periodic clean-up of expired rows.

@@ -106,7 +106,21 @@ impl Db {
             .connect_with(options.clone())
             .await?;
         let writer = match backend {
-            Backend::Sqlite => Some(pool_options(backend, 1).connect_with(options).await?),
+            Backend::Sqlite => Some(
+                pool_options(backend, 1)
+                    // No checkpoint after its commits: `Db::checkpoint` does it off this path.
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in SQLITE_PRAGMAS {
+                                conn.execute(*pragma).await?;
+                            }
+                            conn.execute("pragma wal_autocheckpoint = 0").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await?,
+            ),
             Backend::Postgres => None,
         };
         Ok(Db { pool, backend, writer })
@@ -136,6 +150,21 @@ impl Db {
             .migrator()
             .iter()
             .all(|m| applied.iter().any(|(v,)| *v == m.version)))
+    }
+
+    /// SQLite: copies the WAL's committed pages into the database file without blocking the
+    /// writer (`PASSIVE`, from a pool connection). The writer connection does not checkpoint
+    /// after its own commits (`wal_autocheckpoint = 0`): called about once a second, a page
+    /// that many commits rewrote is copied once, and no commit waits for a checkpoint. The
+    /// server calls this periodically; a short-lived command leaves it to the last connection's
+    /// close. PostgreSQL: nothing to do.
+    pub async fn checkpoint(&self) -> Result<()> {
+        if self.backend == Backend::Sqlite {
+            sqlx::query("pragma wal_checkpoint(passive)")
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<()> {
@@ -182,17 +211,23 @@ fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    // WAL lets readers run beside the writer; busy_timeout makes writers
-                    // queue instead of failing.
-                    conn.execute("pragma journal_mode = wal").await?;
-                    conn.execute("pragma synchronous = normal").await?;
-                    conn.execute("pragma busy_timeout = 10000").await?;
-                    conn.execute("pragma foreign_keys = on").await?;
+                    for pragma in SQLITE_PRAGMAS {
+                        conn.execute(*pragma).await?;
+                    }
                 }
                 Ok(())
             })
         })
 }
+
+/// Every SQLite connection's settings: WAL lets readers run beside the writer; busy_timeout
+/// makes writers queue instead of failing.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "pragma journal_mode = wal",
+    "pragma synchronous = normal",
+    "pragma busy_timeout = 10000",
+    "pragma foreign_keys = on",
+];
 
 /// Unix seconds.
 pub fn now() -> i64 {
