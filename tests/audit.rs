@@ -182,6 +182,24 @@ async fn tampering_in_the_database_is_detected() {
         let e = r.expect_err("an out-of-sequence event was stored");
         assert!(e.to_string().contains("audit chain head moved"), "{e}");
     }
+    // Nor a batch with a gap in it (one statement, as the writer appends), though it starts
+    // right after the head.
+    let (head,): (i64,) = sqlx::query_as("select seq from audit_heads where tenant_id = $1")
+        .bind(deleted.as_str())
+        .fetch_one(&s.state.db.pool)
+        .await
+        .unwrap();
+    let r = sqlx::query(
+        "insert into audit_events (tenant_id, seq, at, kind, data, hash) \
+         values ($1, $2, 0, 'x', '{}', 'h'), ($1, $3, 0, 'x', '{}', 'h')",
+    )
+    .bind(deleted.as_str())
+    .bind(head + 1)
+    .bind(head + 3)
+    .execute(&s.state.db.pool)
+    .await;
+    let e = r.expect_err("a batch with a gap was stored");
+    assert!(e.to_string().contains("audit chain head moved"), "{e}");
 
     let (d3, d7) = (data_of(&s, swapped, 3).await, data_of(&s, swapped, 7).await);
     exec(
