@@ -15,7 +15,7 @@ use std::time::Instant;
 /// Per-worker Argon2 memory, reused across hashes instead of allocated per hash: an anonymous
 /// mapping advised for transparent huge pages. Argon2 reads blocks at random, and with 4 KiB
 /// pages nearly every read misses the TLB (doubly costly under a hypervisor); 2 MiB pages made
-/// sign-ins ~18 % faster here (docs/BENCHMARKS-authn.md). Without THP it is ordinary memory.
+/// sign-ins ~18 % faster here (docs/BENCHMARKS.md). Without THP it is ordinary memory.
 #[derive(Default)]
 pub struct Scratch {
     map: Option<memmap2::MmapMut>,
