@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::AuditError;
 use super::checkpoint::{self, CheckpointClaims};
+use crate::crypto::{hex, unhex};
 use crate::store::audit::{self as sa, EventRow, Filter};
 use crate::store::{Db, StoreError};
 
@@ -42,26 +43,6 @@ struct Content<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     user_id: Option<&'a str>,
     v: u8,
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    bytes
-        .iter()
-        .flat_map(|b| [DIGITS[usize::from(b >> 4)], DIGITS[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
-}
-
-fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 pub(crate) fn ip_commit(salt: &str, ip: &str) -> String {
@@ -97,7 +78,7 @@ fn canonical(row: &EventRow) -> Option<Vec<u8>> {
 /// The chain hash of `row` after `prev` (hex); `None` if `prev` is not a hash or the row's
 /// data is not JSON.
 pub(crate) fn hash_of(prev: &str, row: &EventRow) -> Option<String> {
-    let prev = unhex32(prev)?;
+    let prev: [u8; 32] = unhex(prev)?.try_into().ok()?;
     let mut h = Sha256::new();
     h.update(prev);
     h.update(canonical(row)?);
@@ -373,12 +354,6 @@ mod tests {
                 String::from_utf8(expected).unwrap()
             );
         }
-    }
-
-    #[test]
-    fn hex_is_lowercase_two_digits_per_byte() {
-        assert_eq!(hex(&[0x00, 0x0f, 0xa5, 0xff, 0x10]), "000fa5ff10");
-        assert_eq!(hex(&[]), "");
     }
 
     #[test]

@@ -203,7 +203,7 @@ impl Audit {
         let (ip, ip_salt, ip_commit) = match ip {
             Some(ip) => {
                 let ip = ip.to_canonical().to_string();
-                let salt = chain::hex(&crate::crypto::random_bytes::<16>());
+                let salt = crate::crypto::hex(&crate::crypto::random_bytes::<16>());
                 let commit = chain::ip_commit(&salt, &ip);
                 (Some(ip), Some(salt), Some(commit))
             }

@@ -97,7 +97,7 @@ fn fingerprint(kind: Kind, key: &[u8; 32]) -> String {
     h.update(b"unicred key fingerprint\0");
     h.update(kind.name().as_bytes());
     h.update(key);
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(&h.finalize()[..16])
 }
 
 fn read_dir(dir: &Path) -> Result<KeySet, KeyError> {
@@ -345,14 +345,12 @@ impl Keyring {
             .expect("current version exists")
             .finalize()
             .into_bytes();
-        (tag.iter().map(|b| format!("{b:02x}")).collect(), version)
+        (super::hex(&tag), version)
     }
 
     /// HMAC-SHA-256 under a given HMAC key version (`None` if this process lacks it).
     pub fn hmac_version(&self, version: u32, parts: &[&[u8]]) -> (Option<String>, u32) {
-        let tag = self
-            .mac(version, parts)
-            .map(|m| m.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect());
+        let tag = self.mac(version, parts).map(|m| super::hex(&m.finalize().into_bytes()));
         (tag, version)
     }
 
@@ -361,17 +359,7 @@ impl Keyring {
         let Some(mac) = self.mac(version, parts) else {
             return false;
         };
-        let Some(tag) = hex_decode(tag_hex) else { return false };
+        let Some(tag) = super::unhex(tag_hex) else { return false };
         mac.verify_slice(&tag).is_ok()
     }
-}
-
-fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }

@@ -102,22 +102,13 @@ impl Db {
             (Backend::Postgres, url.to_string())
         };
         let options = AnyConnectOptions::from_str(&url)?.disable_statement_logging();
-        let pool = pool_options(backend, max_connections)
+        let pool = pool_options(backend, max_connections, &[])
             .connect_with(options.clone())
             .await?;
         let writer = match backend {
+            // No checkpoint after its commits: `Db::checkpoint` does it off this path.
             Backend::Sqlite => Some(
-                pool_options(backend, 1)
-                    // No checkpoint after its commits: `Db::checkpoint` does it off this path.
-                    .after_connect(|conn, _| {
-                        Box::pin(async move {
-                            for pragma in SQLITE_PRAGMAS {
-                                conn.execute(*pragma).await?;
-                            }
-                            conn.execute("pragma wal_autocheckpoint = 0").await?;
-                            Ok(())
-                        })
-                    })
+                pool_options(backend, 1, &["pragma wal_autocheckpoint = 0"])
                     .connect_with(options)
                     .await?,
             ),
@@ -191,7 +182,8 @@ impl Db {
     }
 }
 
-fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
+/// `extra`: SQLite pragmas this pool's connections run after [`SQLITE_PRAGMAS`].
+fn pool_options(backend: Backend, max_connections: u32, extra: &'static [&'static str]) -> AnyPoolOptions {
     AnyPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
@@ -211,7 +203,7 @@ fn pool_options(backend: Backend, max_connections: u32) -> AnyPoolOptions {
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if backend == Backend::Sqlite {
-                    for pragma in SQLITE_PRAGMAS {
+                    for pragma in SQLITE_PRAGMAS.iter().chain(extra) {
                         conn.execute(*pragma).await?;
                     }
                 }
