@@ -6,7 +6,7 @@
 # temporary git worktree; the production code has no switch to turn auditing off). Then,
 # alternating the two ROUNDS times, each on a fresh SQLite database: oha POSTs
 # client_credentials at CONNS connections for DURATION. Prints per round req/s, p50 and the
-# server's CPU per request, and the medians' ratio (audited / unaudited).
+# server's CPU per request (and on PostgreSQL the database's), and the medians' ratio (audited / unaudited).
 #
 #   benches/audit_cost.sh            # ~3 min after the builds
 #   UNICRED_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/postgres benches/audit_cost.sh
@@ -85,6 +85,17 @@ fi
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/meta.txt"
 
+# CPU ticks of every PostgreSQL process on this host (0 on SQLite, which runs in unicred).
+db_cpu() {
+  local t=0 p
+  if [ -n "$PG_URL" ]; then
+    for p in $(pgrep -x postgres || true); do
+      t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+  fi
+  echo "$t"
+}
+
 # ---- one round: fresh database, bootstrap, a client, warm-up, measured load ------------------
 round() { # label binary
   local label=$1 bin=$2 tmp base="http://127.0.0.1:$PORT"
@@ -112,10 +123,12 @@ round() { # label binary
   local args=(--no-tui -c "$CONNS" -m POST -H "$auth" -H "Content-Type: application/x-www-form-urlencoded"
     -d grant_type=client_credentials)
   timeout 60 "$OHA" "${args[@]}" -z 2s "$base/t/bench/token" >/dev/null
-  local c0 c1 n
+  local c0 c1 n d0 d1
   c0=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
+  d0=$(db_cpu)
   timeout 120 "$OHA" "${args[@]}" -z "$DURATION" --output-format json "$base/t/bench/token" >"$OUT/$label.json"
   c1=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
+  d1=$(db_cpu)
   curl -s "$base/metrics" | grep -E '^unicred_audit_batch_(events|seconds)_(sum|count)' >"$OUT/$label.metrics" || true
   stop_server
   if [ -n "$PG_DB" ]; then psql -q "$PG_URL" -c "drop database if exists $PG_DB" >/dev/null; PG_DB=; fi
@@ -123,13 +136,16 @@ round() { # label binary
   local non200
   non200=$(jq '[.statusCodeDistribution | to_entries[] | select(.key != "200") | .value] | add // 0' "$OUT/$label.json")
   [ "$non200" = 0 ] || echo "WARNING: $label: $non200 non-200 responses" >&2
-  printf '%s %.0f %.3f %.1f\n' "$label" "$(jq .summary.requestsPerSec "$OUT/$label.json")" \
+  local hz
+  hz=$(getconf CLK_TCK)
+  printf '%s %.0f %.3f %.1f %.1f\n' "$label" "$(jq .summary.requestsPerSec "$OUT/$label.json")" \
     "$(jq '.latencyPercentiles.p50 * 1000' "$OUT/$label.json")" \
-    "$(awk -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { print c * 1e6 / hz / n }')" \
+    "$(awk -v c="$((c1 - c0))" -v hz="$hz" -v n="$n" 'BEGIN { print c * 1e6 / hz / n }')" \
+    "$(awk -v c="$((d1 - d0))" -v hz="$hz" -v n="$n" 'BEGIN { print c * 1e6 / hz / n }')" \
     | tee -a "$OUT/rounds.txt"
 }
 
-echo "label req/s p50_ms server_cpu_us_per_req" | tee "$OUT/rounds.txt"
+echo "label req/s p50_ms server_cpu_us_per_req db_cpu_us_per_req" | tee "$OUT/rounds.txt"
 for i in $(seq 1 "$ROUNDS"); do
   round "unaudited-$i" "$UNAUDITED"
   round "audited-$i" "$AUDITED"
@@ -145,5 +161,8 @@ print(f"median req/s: audited {a:.0f}, unaudited {u:.0f} -> audited/unaudited {a
       f"(throughput cost {100 * (1 - a / u):.1f} %; target < 10 %)")
 print(f"median server CPU per token: audited {ca:.1f} us, unaudited {cu:.1f} us "
       f"(+{ca - cu:.1f} us per audited event)")
+da, du = med("audited", 4), med("unaudited", 4)
+if da or du:
+    print(f"median PostgreSQL CPU per token: audited {da:.1f} us, unaudited {du:.1f} us")
 EOF
 echo "results: $OUT"

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::crypto::{KeyError, Keyring};
 use crate::store::audit::{self as sa, EventRow, Filter};
-use crate::store::{Backend, Db, StoreError, now};
+use crate::store::{Db, StoreError, now};
 use crate::tokens::material::KeyMaterialError;
 
 pub use chain::{GENESIS, TenantVerification, Verification, VerifyReport, verify, verify_all};
@@ -415,9 +415,9 @@ impl From<sqlx::Error> for AppendError {
 
 /// Appends a batch, setting each event's `seq` and `hash`. The head trigger (migration 0010)
 /// advances each tenant's head with its events and refuses them if another writer moved it
-/// (→ [`AppendError::Moved`], retried with heads read afresh). On SQLite a one-tenant batch
-/// whose head this writer knows is one statement; otherwise one transaction, tenants locked in
-/// a fixed order (sorted ids) so two replicas' batches cannot deadlock.
+/// (→ [`AppendError::Moved`], retried with heads read afresh). A one-tenant batch whose head
+/// this writer knows is one statement; otherwise one transaction, tenants locked in a fixed
+/// order (sorted ids) so two replicas' batches cannot deadlock.
 async fn append(db: &Db, batch: &mut [Pending], heads: &mut HashMap<String, (i64, String)>) -> Result<(), AppendError> {
     let mut by_tenant: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, p) in batch.iter().enumerate() {
@@ -428,8 +428,7 @@ async fn append(db: &Db, batch: &mut [Pending], heads: &mut HashMap<String, (i64
             }
         }
     }
-    if db.backend == Backend::Sqlite
-        && by_tenant.len() == 1
+    if by_tenant.len() == 1
         && batch.len() <= sa::MAX_ONE_STATEMENT
         && let Some((tenant_id, idx)) = by_tenant.first_key_value()
         && let Some(head) = heads.get(tenant_id).cloned()

@@ -3,7 +3,7 @@
 
 use sqlx::{Any, Executor, Transaction};
 
-use super::{Db, Result, StoreError, now};
+use super::{Backend, Db, Result, StoreError, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EventRow {
@@ -85,51 +85,67 @@ pub fn is_moved(e: &StoreError) -> bool {
     }
 }
 
-/// Appends consecutive events inside `tx`; the head trigger advances each tenant's head and
-/// refuses the statement if another writer moved it. Power-of-two statement sizes, so every
-/// connection's prepared-statement cache keeps all seven (one per batch length would be
-/// prepared again and again).
+/// Appends consecutive events inside `tx`, in statements of at most [`MAX_ONE_STATEMENT`]
+/// rows; the head trigger advances each tenant's head and refuses a statement if another
+/// writer moved it.
 pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[&EventRow]) -> Result<()> {
     let numbered = tx.backend_name() != "SQLite";
-    let mut rest = rows;
-    while !rest.is_empty() {
-        let size = [64, 32, 16, 8, 4, 2, 1]
-            .into_iter()
-            .find(|n| *n <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let sql = insert_sql(chunk.len(), numbered);
-        bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), chunk)
-            .execute(&mut **tx)
-            .await?;
+    for chunk in rows.chunks(MAX_ONE_STATEMENT) {
+        insert_statement(&mut **tx, numbered, chunk).await?;
     }
     Ok(())
 }
 
-/// Rows a single-statement append takes at most.
+/// Rows one statement takes at most.
 pub const MAX_ONE_STATEMENT: usize = 64;
 
-/// SQLite: appends up to [`MAX_ONE_STATEMENT`] consecutive events of one tenant as one
-/// statement on the writer connection, outside any transaction — one statement is atomic,
-/// and the head trigger makes it a compare-and-swap. One round trip to SQLite's thread instead
-/// of begin, insert and commit. Exact-size statements: the writer connection runs little else,
-/// so its statement cache (100) keeps all 64.
+/// Appends up to [`MAX_ONE_STATEMENT`] consecutive events of one tenant as one statement
+/// outside any transaction (SQLite's writer connection, or any PostgreSQL connection): one
+/// statement is atomic, and the head trigger makes it a compare-and-swap. One round trip
+/// instead of begin, insert and commit.
 pub async fn append_one_statement(db: &Db, rows: &[&EventRow]) -> Result<()> {
-    debug_assert!(rows.len() <= MAX_ONE_STATEMENT);
-    let sql = insert_sql(rows.len(), false);
-    bind_rows(sqlx::query(sqlx::AssertSqlSafe(sql)), rows)
-        .execute(db.writer())
-        .await?;
+    insert_statement(db.writer(), db.backend != Backend::Sqlite, rows).await
+}
+
+/// Statement sizes in rows: a batch is padded up to the next one (with null rows, which the
+/// statement filters out), so every connection's prepared-statement cache keeps all ten
+/// instead of preparing one per batch length again and again (a prepared 64-row statement is
+/// ~0.2 MB in a PostgreSQL backend).
+const SIZES: [usize; 10] = [1, 2, 4, 8, 12, 16, 24, 32, 48, MAX_ONE_STATEMENT];
+
+/// `numbered`: PostgreSQL's `$n` placeholders rather than SQLite's `?`.
+async fn insert_statement<'c, E: Executor<'c, Database = Any>>(e: E, numbered: bool, rows: &[&EventRow]) -> Result<()> {
+    let size = SIZES
+        .into_iter()
+        .find(|n| *n >= rows.len())
+        .expect("at most MAX_ONE_STATEMENT rows");
+    let mut q = bind_rows(sqlx::query(sqlx::AssertSqlSafe(insert_sql(size, numbered))), rows);
+    for _ in rows.len()..size {
+        q = q
+            .bind(None::<String>)
+            .bind(None::<i64>)
+            .bind(None::<i64>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>)
+            .bind(None::<String>);
+    }
+    q.execute(e).await?;
     Ok(())
 }
 
-/// `insert … values (…), …` for `n` rows. SQLite gets anonymous `?` placeholders: sqlx looks
-/// up every numbered parameter's name, and SQLite's lookup is a linear scan, quadratic over a
-/// 768-parameter statement.
+/// `insert … select * from (values (…), …) where column1 is not null` for `n` rows (both
+/// backends name a values list's columns `column1`…). SQLite gets anonymous `?`
+/// placeholders: sqlx looks up every numbered parameter's name, and SQLite's lookup is a
+/// linear scan, quadratic over a 768-parameter statement.
 fn insert_sql(n: usize, numbered: bool) -> String {
     const COLS: usize = 12;
-    let mut sql = format!("insert into audit_events ({EVENT_COLS}) values ");
+    let mut sql = format!("insert into audit_events ({EVENT_COLS}) select * from (values ");
     for i in 0..n {
         sql.push_str(if i > 0 { ",(" } else { "(" });
         for c in 0..COLS {
@@ -144,6 +160,7 @@ fn insert_sql(n: usize, numbered: bool) -> String {
         }
         sql.push(')');
     }
+    sql.push_str(") v where column1 is not null");
     sql
 }
 
