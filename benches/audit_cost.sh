@@ -12,7 +12,11 @@
 #   UNICRED_BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/postgres benches/audit_cost.sh
 #                                    # on PostgreSQL (a throwaway database per round)
 #
-# Knobs: DURATION (8s) CONNS (32) ROUNDS (3) PORT (18090) SKIP_BUILD=1 OHA
+# SPLIT=1 runs unicred on CPU 0 and oha and the local PostgreSQL on CPU 1 (taskset; PostgreSQL's
+# processes are moved back to every CPU at the end): unicred's CPU is then the limit for both
+# binaries, as when the database has a host of its own, and the ratio is unicred's own cost.
+#
+# Knobs: DURATION (8s) CONNS (32) ROUNDS (3) PORT (18090) SKIP_BUILD=1 SPLIT=1 OHA
 #        CARGO_TARGET_DIR (/work/target-bench)
 # Needs: cargo, git, oha, jq, curl (psql for PostgreSQL). Only 127.0.0.1 is targeted; every
 # load run is bounded by oha -z and `timeout`.
@@ -34,8 +38,16 @@ mkdir -p "$OUT"
 WORK=$(mktemp -d)
 SERVER_PID=
 PG_DB=
+SERVER_CPU=() LOAD_CPU=()
+if [ -n "${SPLIT:-}" ]; then
+  SERVER_CPU=(taskset -c 0) LOAD_CPU=(taskset -c 1)
+  [ -n "$PG_URL" ] && for p in $(pgrep -x postgres); do taskset -a -p -c 1 "$p" >/dev/null; done
+fi
 cleanup() {
   stop_server
+  [ -n "${SPLIT:-}" ] && [ -n "$PG_URL" ] && for p in $(pgrep -x postgres); do
+    taskset -a -p -c "0-$(($(nproc --all) - 1))" "$p" >/dev/null 2>&1 || true
+  done
   [ -n "$PG_DB" ] && psql -q "$PG_URL" -c "drop database if exists $PG_DB" >/dev/null 2>&1 || true
   git -C "$ROOT" worktree remove --force "$WORK/unaudited" >/dev/null 2>&1 || true
   rm -rf "$WORK"
@@ -79,7 +91,7 @@ else
 fi
 
 {
-  echo "command: benches/audit_cost.sh (DURATION=$DURATION CONNS=$CONNS ROUNDS=$ROUNDS)"
+  echo "command: benches/audit_cost.sh (DURATION=$DURATION CONNS=$CONNS ROUNDS=$ROUNDS SPLIT=${SPLIT:-})"
   echo "date: $(date -Is)  nproc: $(nproc)  cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
   echo "unicred: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (+ uncommitted changes)')  database: ${PG_URL:+PostgreSQL}${PG_URL:-SQLite}"
   echo "loadavg at start: $(cut -d' ' -f1-3 /proc/loadavg)"
@@ -107,7 +119,7 @@ round() { # label binary
     psql -q "$PG_URL" -c "create database $PG_DB" >/dev/null
     envs+=(UNICRED_DATABASE_URL="${PG_URL%/*}/$PG_DB")
   fi
-  env "${envs[@]}" "$bin" serve >"$tmp/server.log" 2>&1 &
+  env "${envs[@]}" "${SERVER_CPU[@]}" "$bin" serve >"$tmp/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 150); do curl -sf -o /dev/null --max-time 1 "$base/readyz" && break; sleep 0.1; done
   local boot aid asec at client cid csec auth
@@ -122,11 +134,11 @@ round() { # label binary
   auth="Authorization: Basic $(printf '%s:%s' "$cid" "$csec" | base64 -w0)"
   local args=(--no-tui -c "$CONNS" -m POST -H "$auth" -H "Content-Type: application/x-www-form-urlencoded"
     -d grant_type=client_credentials)
-  timeout 60 "$OHA" "${args[@]}" -z 2s "$base/t/bench/token" >/dev/null
+  timeout 60 "${LOAD_CPU[@]}" "$OHA" "${args[@]}" -z 2s "$base/t/bench/token" >/dev/null
   local c0 c1 n d0 d1
   c0=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
   d0=$(db_cpu)
-  timeout 120 "$OHA" "${args[@]}" -z "$DURATION" --output-format json "$base/t/bench/token" >"$OUT/$label.json"
+  timeout 120 "${LOAD_CPU[@]}" "$OHA" "${args[@]}" -z "$DURATION" --output-format json "$base/t/bench/token" >"$OUT/$label.json"
   c1=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat")
   d1=$(db_cpu)
   curl -s "$base/metrics" | grep -E '^unicred_audit_batch_(events|seconds)_(sum|count)' >"$OUT/$label.metrics" || true
