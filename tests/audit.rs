@@ -84,13 +84,18 @@ async fn concurrent_appends_from_two_replicas_form_one_chain() {
         record_many(&replica, &bank, 300),
         record_many(&replica, &clinic, 100),
     );
-    let seqs: BTreeSet<i64> = a.iter().chain(&b).copied().collect();
-    assert_eq!(seqs, (1..=600).collect(), "one gap-free sequence across both replicas");
+    let mut seqs: BTreeSet<i64> = a.iter().chain(&b).copied().collect();
+    // Then many small rounds, so each replica's cached head goes stale again and again.
+    for _ in 0..30 {
+        let (a, b) = tokio::join!(record_many(&s.state, &bank, 5), record_many(&replica, &bank, 5));
+        seqs.extend(a.iter().chain(&b));
+    }
+    assert_eq!(seqs, (1..=900).collect(), "one gap-free sequence across both replicas");
     assert_eq!(c.iter().copied().collect::<BTreeSet<_>>(), (1..=100).collect());
 
     let v = verify(&s.state.db, &bank).await.unwrap();
-    assert_ok(&v, 600);
-    assert_eq!(v.seq, Some(600));
+    assert_ok(&v, 900);
+    assert_eq!(v.seq, Some(900));
     assert_ok(&verify(&s.state.db, &clinic).await.unwrap(), 100);
 
     // One event: acknowledged means stored.
@@ -100,7 +105,7 @@ async fn concurrent_appends_from_two_replicas_form_one_chain() {
         .record(Event::new(&bank, "user.deleted").actor("admin:x").user("user-1"))
         .await
         .unwrap();
-    assert_eq!(r.seq, 601);
+    assert_eq!(r.seq, 901);
     assert_eq!(verify(&s.state.db, &bank).await.unwrap().head, Some(r.hash));
 
     // Bad events are refused before they reach the chain.
@@ -116,7 +121,39 @@ async fn concurrent_appends_from_two_replicas_form_one_chain() {
     assert!(report.ok, "{report:?}");
     assert!(report.tenants.iter().any(|t| t.slug.as_deref() == Some("bank")));
     replica.db.pool.close().await;
+    let db_url = s.db_url.clone();
     s.stop().await;
+    if db_url.starts_with("postgres") {
+        assert_eq!(
+            deadlocks(&db_url).await,
+            0,
+            "two replicas' appends never wait for each other in a cycle"
+        );
+    }
+}
+
+/// Deadlocks PostgreSQL detected in the database of `url`, once every other session has ended
+/// (a session's counters reach the statistics when it exits).
+async fn deadlocks(url: &str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    for _ in 0..100 {
+        let (others,): (i64,) = sqlx::query_as(
+            "select count(*) from pg_stat_activity where datname = current_database() and pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (n,): (i64,) = sqlx::query_as("select deadlocks from pg_stat_database where datname = current_database()")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    n
 }
 
 async fn exec(s: &Server, sql: &str, args: &[&str]) {

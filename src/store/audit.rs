@@ -75,12 +75,14 @@ pub async fn head<'c, E: Executor<'c, Database = Any>>(e: E, tenant_id: &str) ->
 }
 
 /// Whether `e` means another writer appended first: the head trigger refused an event that
-/// no longer follows the head (migration 0010), or a racing append took its sequence number.
+/// no longer follows the head (migrations 0010, 0012), a racing append took its sequence
+/// number, or (PostgreSQL) the statement found no head row to lock.
 pub fn is_moved(e: &StoreError) -> bool {
     match e {
         StoreError::Db(e) => e
             .as_database_error()
-            .is_some_and(|d| d.is_unique_violation() || d.message().contains("audit chain head moved")),
+            .is_some_and(|d| d.is_unique_violation() || d.message().contains(HEAD_MOVED)),
+        StoreError::Conflict(HEAD_MOVED) => true,
         _ => false,
     }
 }
@@ -135,17 +137,35 @@ async fn insert_statement<'c, E: Executor<'c, Database = Any>>(e: E, numbered: b
             .bind(None::<String>)
             .bind(None::<String>);
     }
-    q.execute(e).await?;
+    let inserted = q.execute(e).await?.rows_affected();
+    // PostgreSQL's statement inserts nothing when the tenant has no head row.
+    if inserted != rows.len() as u64 {
+        return Err(StoreError::Conflict(HEAD_MOVED));
+    }
     Ok(())
 }
+
+const HEAD_MOVED: &str = "audit chain head moved";
 
 /// `insert … select * from (values (…), …) where column1 is not null` for `n` rows (both
 /// backends name a values list's columns `column1`…). SQLite gets anonymous `?`
 /// placeholders: sqlx looks up every numbered parameter's name, and SQLite's lookup is a
 /// linear scan, quadratic over a 768-parameter statement.
+///
+/// On PostgreSQL the statement first locks the tenant's head row (`$1` is the first row's
+/// tenant): the head trigger runs after the rows are in, and a concurrent appender whose rows
+/// collide with these waits for this transaction, so locking the head only then would let two
+/// replicas wait for each other (a deadlock, broken by PostgreSQL only after a second).
 fn insert_sql(n: usize, numbered: bool) -> String {
     const COLS: usize = 12;
-    let mut sql = format!("insert into audit_events ({EVENT_COLS}) select * from (values ");
+    let mut sql = if numbered {
+        format!(
+            "with head as (select 1 from audit_heads where tenant_id = $1 for update) \
+             insert into audit_events ({EVENT_COLS}) select * from (values "
+        )
+    } else {
+        format!("insert into audit_events ({EVENT_COLS}) select * from (values ")
+    };
     for i in 0..n {
         sql.push_str(if i > 0 { ",(" } else { "(" });
         for c in 0..COLS {
@@ -160,7 +180,11 @@ fn insert_sql(n: usize, numbered: bool) -> String {
         }
         sql.push(')');
     }
-    sql.push_str(") v where column1 is not null");
+    sql.push_str(if numbered {
+        ") v where column1 is not null and exists (select 1 from head)"
+    } else {
+        ") v where column1 is not null"
+    });
     sql
 }
 
