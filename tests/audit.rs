@@ -91,6 +91,14 @@ async fn concurrent_appends_from_two_replicas_form_one_chain() {
         seqs.extend(a.iter().chain(&b));
     }
     assert_eq!(seqs, (1..=900).collect(), "one gap-free sequence across both replicas");
+    // A replica whose cached head went stale appended again, and says so in its metrics.
+    let rendered = s.state.metrics.render();
+    assert!(
+        rendered
+            .lines()
+            .any(|l| l.starts_with("unicred_audit_retries_total{cause=\"moved\"}") && !l.ends_with(" 0")),
+        "{rendered}"
+    );
     assert_eq!(c.iter().copied().collect::<BTreeSet<_>>(), (1..=100).collect());
 
     let v = verify(&s.state.db, &bank).await.unwrap();

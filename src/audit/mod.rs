@@ -359,11 +359,16 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Pending>) {
             match append(&db, &mut batch, &mut heads).await {
                 Ok(()) => break Ok(()),
                 // A stale cached head: retry at once with heads read from the database.
-                Err(AppendError::Moved) if attempt < 5 => continue,
+                // Counted: with several replicas some are expected, a steady rise is not.
+                Err(AppendError::Moved) if attempt < 5 => {
+                    metrics::counter!("unicred_audit_retries_total", "cause" => "moved").increment(1);
+                    continue;
+                }
                 // The pool already spent its whole acquire timeout trying to connect: the
                 // database is down, and the waiting requests answer 503 now, not after retries.
                 Err(e @ AppendError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))) => break Err(e),
                 Err(e) if attempt < 5 => {
+                    metrics::counter!("unicred_audit_retries_total", "cause" => "error").increment(1);
                     tracing::warn!(error = %e, attempt, "audit batch failed; retrying");
                     tokio::time::sleep(Duration::from_millis(10 << attempt)).await;
                 }
