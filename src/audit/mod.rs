@@ -418,8 +418,8 @@ impl From<sqlx::Error> for AppendError {
     }
 }
 
-/// Appends a batch, setting each event's `seq` and `hash`. The head trigger (migration 0010)
-/// advances each tenant's head with its events and refuses them if another writer moved it
+/// Appends a batch, setting each event's `seq` and `hash`. The head trigger (migrations 0010,
+/// and 0012 on PostgreSQL) advances each tenant's head with its events and refuses them if another writer moved it
 /// (→ [`AppendError::Moved`], retried with heads read afresh). A one-tenant batch whose head
 /// this writer knows is one statement; otherwise one transaction, tenants locked in a fixed
 /// order (sorted ids) so two replicas' batches cannot deadlock.

@@ -291,7 +291,9 @@ mod tests {
         argon_ad
             .hash_password_into_with_memory(&[1u8; 32], &[2u8; 16], &mut out, blocks)
             .unwrap();
-        let hex: String = out.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659");
+        assert_eq!(
+            crate::crypto::hex(&out),
+            "0d640df58d78766c08c037a34a8b53c9d01ef0452d75b65eb52520e96b01e659"
+        );
     }
 }

@@ -25,6 +25,8 @@ pub struct EventRow {
 }
 
 const EVENT_COLS: &str = "tenant_id, seq, at, kind, actor, user_id, client_id, ip_commit, data, hash, ip, ip_salt";
+/// The number of columns in [`EVENT_COLS`], as `bind_rows` binds them.
+const COLS: usize = 12;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HeadRow {
@@ -87,9 +89,10 @@ pub fn is_moved(e: &StoreError) -> bool {
     }
 }
 
-/// Appends consecutive events inside `tx`, in statements of at most [`MAX_ONE_STATEMENT`]
-/// rows; the head trigger advances each tenant's head and refuses a statement if another
-/// writer moved it.
+/// Appends consecutive events of one tenant inside `tx`, in statements of at most
+/// [`MAX_ONE_STATEMENT`] rows; the head trigger advances the tenant's head and refuses a
+/// statement if another writer moved it. One tenant: on PostgreSQL each statement locks the
+/// head of its first row's tenant (see [`insert_sql`]).
 pub async fn insert_events(tx: &mut Transaction<'static, Any>, rows: &[&EventRow]) -> Result<()> {
     let numbered = tx.backend_name() != "SQLite";
     for chunk in rows.chunks(MAX_ONE_STATEMENT) {
@@ -123,19 +126,11 @@ async fn insert_statement<'c, E: Executor<'c, Database = Any>>(e: E, numbered: b
         .expect("at most MAX_ONE_STATEMENT rows");
     let mut q = bind_rows(sqlx::query(sqlx::AssertSqlSafe(insert_sql(size, numbered))), rows);
     for _ in rows.len()..size {
-        q = q
-            .bind(None::<String>)
-            .bind(None::<i64>)
-            .bind(None::<i64>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>)
-            .bind(None::<String>);
+        // A null row, typed as `bind_rows` types a real one (text, then seq and at as integers).
+        q = q.bind(None::<String>).bind(None::<i64>).bind(None::<i64>);
+        for _ in 3..COLS {
+            q = q.bind(None::<String>);
+        }
     }
     let inserted = q.execute(e).await?.rows_affected();
     // PostgreSQL's statement inserts nothing when the tenant has no head row.
@@ -157,7 +152,6 @@ const HEAD_MOVED: &str = "audit chain head moved";
 /// collide with these waits for this transaction, so locking the head only then would let two
 /// replicas wait for each other (a deadlock, broken by PostgreSQL only after a second).
 fn insert_sql(n: usize, numbered: bool) -> String {
-    const COLS: usize = 12;
     let mut sql = if numbered {
         format!(
             "with head as (select 1 from audit_heads where tenant_id = $1 for update) \
