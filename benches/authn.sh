@@ -20,7 +20,7 @@
 #
 # Knobs: WORKERS (hash_workers, default nproc) QUEUE (hash_queue, 64) PORT (18081)
 #   THROUGHPUT_DURATION (15s) OVERLOAD_DURATION (20s) WARMUP (2s) TIMING_N (300) FAIR_N (150)
-#   FLOOD_CONNS (32) FLOOD_DURATION (15s) USERS (64, tenant A) IDLE_WAIT (60 s to wait for a quiet
+#   FLOOD_CONNS (32) FLOOD_DURATION (15s) FLOOD_QPS (0: closed loop; N: open loop at N requests/s) USERS (64, tenant A) IDLE_WAIT (60 s to wait for a quiet
 #   host before each phase) IDLE_THRESHOLD (25 = % of one core) PG_PORT (55433, PG=1)
 #   SKIP_BUILD=1 OHA CARGO_TARGET_DIR (/work/target-bench) PG_FRESH=0 (use the named database as is)
 #   PHASES (comma-separated subset of throughput,overload,timing,fairness)
@@ -163,7 +163,7 @@ bench_unicred() { # label [database-url]
     --hash-ms "$HASH_MS" --hash-rps "$HASH_RPS" --m-kib "$M_KIB" --bin "$BIN" --users "${USERS:-64}" \
     --warmup "${WARMUP:-2s}" --throughput-duration "${THROUGHPUT_DURATION:-15s}" \
     --overload-duration "${OVERLOAD_DURATION:-20s}" --timing-n "${TIMING_N:-300}" --fair-n "${FAIR_N:-150}" \
-    --flood-conns "${FLOOD_CONNS:-32}" --flood-duration "${FLOOD_DURATION:-15s}" \
+    --flood-conns "${FLOOD_CONNS:-32}" --flood-duration "${FLOOD_DURATION:-15s}" --flood-qps "${FLOOD_QPS:-0}" \
     --idle-wait "${IDLE_WAIT:-60}" --idle-threshold "${IDLE_THRESHOLD:-25}" \
     --phases "${PHASES:-throughput,overload,timing,fairness}"
   local n500

@@ -168,8 +168,9 @@ class Bench:
         return self.http.req("POST", f"/t/{slug}/authn", {"username": username, "password": password},
                              {"Authorization": self.basic(slug)})
 
-    def oha(self, name, slug, conns, duration, bodies, db=False):
-        """oha POSTing the lines of `bodies` to /authn; returns (json, [(status, seconds)])."""
+    def oha(self, name, slug, conns, duration, bodies, db=False, qps=0):
+        """oha POSTing the lines of `bodies` to /authn (at most `qps` requests/s when set);
+        returns (json, [(status, seconds)])."""
         cid, csec = self.clients[slug]
         body_file = os.path.join(self.a.out, f"{name}.bodies")
         with open(body_file, "w") as f:
@@ -181,6 +182,8 @@ class Bench:
                "-m", "POST", "-T", "application/json", "-a", f"{cid}:{csec}", "-Z", body_file]
         if db:
             cmd += ["--db-url", dbf]
+        if qps:
+            cmd += ["-q", str(qps)]
         cmd.append(f"{self.a.base}/t/{slug}/authn")
         secs = float(duration.rstrip("s"))
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 120)
@@ -406,7 +409,7 @@ class Bench:
         m0, c0 = self.metrics(), self.thread_cpu()
         box = {}
         t = threading.Thread(target=lambda: box.update(
-            r=self.oha("fairness-flood", "bench", conns, a.flood_duration, bodies, db=True)))
+            r=self.oha("fairness-flood", "bench", conns, a.flood_duration, bodies, db=True, qps=a.flood_qps)))
         t0 = time.time()
         t.start()
         time.sleep(2.0)  # let the flood fill the queue
@@ -418,7 +421,7 @@ class Bench:
         l401 = sorted(d * 1e3 for st, d in rows if st == 401)
         codes = {int(k): v for k, v in (j.get("statusCodeDistribution") or {}).items()}
         mb, ml = statistics.median(base), statistics.median(loaded) if loaded else float("nan")
-        r = {"flood_conns": conns, "flood_codes": codes, "a_shed": codes.get(503, 0),
+        r = {"flood_conns": conns, "flood_qps": a.flood_qps or None, "flood_codes": codes, "a_shed": codes.get(503, 0),
              "a_total": sum(codes.values()), "shed_metric": m1.get("unicred_hash_shed_total", 0) - m0.get("unicred_hash_shed_total", 0),
              "b_unloaded_n": len(base), "b_unloaded_statuses": st0, "b_unloaded_median_ms": mb,
              "b_unloaded_p90_ms": sorted(base)[int(0.9 * len(base))],
@@ -460,6 +463,7 @@ def main():
     p.add_argument("--fair-n", type=int, default=150)
     p.add_argument("--flood-conns", type=int, default=32)
     p.add_argument("--flood-duration", default="15s")
+    p.add_argument("--flood-qps", type=int, default=0, help="open-loop flood at this rate (0: closed loop)")
     p.add_argument("--idle-wait", type=int, default=60)
     p.add_argument("--idle-threshold", type=float, default=25.0)
     p.add_argument("--phases", default="throughput,overload,timing,fairness")
