@@ -138,6 +138,9 @@ async fn outcome(
 /// enrolment follows, `signin.password_ok`.
 pub struct PasswordOk {
     pub user: UserRow,
+    /// Whether the user has a confirmed second factor the tenant allows: looked up with the
+    /// user by the password step, false where the sign-in did not start with a password.
+    pub has_factor: bool,
     pub throttle_key: String,
     /// The client's address, when this request carried the password.
     pub ip: Option<IpAddr>,
@@ -176,7 +179,7 @@ pub async fn check_password(
     // Independent round trips, run together: the reservation and the user lookup.
     let (reservation, user) = tokio::join!(throttle::reserve(&state.db, &tenant.id, &counter, &rules), async {
         match &normalized {
-            Some(n) => store::users::by_username(&state.db, &tenant.id, n).await,
+            Some(n) => store::users::for_signin(&state.db, &tenant.id, n).await,
             None => Ok(None),
         }
     });
@@ -185,7 +188,10 @@ pub async fn check_password(
         outcome(state, tenant, client, None, ip, "throttled").await?;
         return Err(AuthnError::InvalidCredentials);
     }
-    let user = user?;
+    let (user, factors) = match user? {
+        Some(u) => (Some(u.user), u.confirmed_factors),
+        None => (None, None),
+    };
     let stored = user
         .as_ref()
         .and_then(|u| u.password_hash.as_deref().map(|h| (h, u.pepper_version)));
@@ -206,6 +212,7 @@ pub async fn check_password(
     }
     Ok(PasswordOk {
         user,
+        has_factor: mfa::any_allowed(tenant, factors.iter().flat_map(|f| f.split(','))),
         throttle_key: counter,
         ip: Some(ip),
     })
@@ -249,8 +256,7 @@ pub async fn password(
     ip: IpAddr,
 ) -> Result<Step, AuthnError> {
     let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
-    let has_factor = mfa::has_confirmed(state, tenant, &ok.user.id).await?;
-    if has_factor {
+    if ok.has_factor {
         let token = new_state(state, tenant, client, &ok, "mfa").await?;
         return Ok(Step::MfaRequired {
             state_token: token,
@@ -390,6 +396,7 @@ pub(crate) async fn authenticated(
         .ok_or(AuthnError::InvalidFactor)?;
     let ok = PasswordOk {
         user,
+        has_factor: false,
         throttle_key: st.throttle_key.clone(),
         ip: None,
     };

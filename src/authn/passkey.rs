@@ -77,6 +77,7 @@ pub async fn sign_in(
     let amr = amr(asserted.is_some_and(|a| a.backup_eligible));
     let ok = PasswordOk {
         user,
+        has_factor: false,
         throttle_key: counter,
         ip: Some(ip),
     };

@@ -188,10 +188,16 @@ pub async fn check_totp(
 /// Whether the user has a confirmed factor of a kind the tenant allows (one of another kind
 /// is not offered, so it does not count — nor do the recovery codes that came with it).
 pub async fn has_confirmed(state: &AppState, tenant: &Tenant, user_id: &str) -> Result<bool, MfaError> {
-    Ok(store::factors::for_user(&state.db, &tenant.id, user_id)
-        .await?
-        .iter()
-        .any(|f| f.confirmed != 0 && tenant.policy.allows(&f.kind)))
+    let factors = store::factors::for_user(&state.db, &tenant.id, user_id).await?;
+    Ok(any_allowed(
+        tenant,
+        factors.iter().filter(|f| f.confirmed != 0).map(|f| f.kind.as_str()),
+    ))
+}
+
+/// Whether any of these confirmed factor kinds is one the tenant allows.
+pub fn any_allowed<'a>(tenant: &Tenant, mut kinds: impl Iterator<Item = &'a str>) -> bool {
+    kinds.any(|k| tenant.policy.allows(k))
 }
 
 fn normalize_code(code: &str) -> String {

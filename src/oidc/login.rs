@@ -188,15 +188,11 @@ pub async fn submit(
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    match crate::mfa::has_confirmed(&state, &tenant, &ok.user.id).await {
-        Ok(true) => {
-            return match authn::new_state(&state, &tenant, &tx.client, &ok, "page").await {
-                Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None).await,
-                Err(e) => internal(&tenant, &e),
-            };
-        }
-        Ok(false) => {}
-        Err(e) => return internal(&tenant, &e),
+    if ok.has_factor {
+        return match authn::new_state(&state, &tenant, &tx.client, &ok, "page").await {
+            Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None).await,
+            Err(e) => internal(&tenant, &e),
+        };
     }
     if authn::mfa_blocks(&tenant) {
         return enroll::start(&state, &tenant, &tx, &ok).await;

@@ -62,9 +62,21 @@ pub async fn get(db: &Db, tenant_id: &str, id: &str) -> Result<Option<UserRow>> 
     .await?)
 }
 
-pub async fn by_username(db: &Db, tenant_id: &str, username: &str) -> Result<Option<UserRow>> {
+/// A user looked up for sign-in, with the kinds of their confirmed second factors
+/// (comma-separated), so the password step learns whether a second factor follows in the
+/// same round trip.
+#[derive(sqlx::FromRow)]
+pub struct SigninUser {
+    #[sqlx(flatten)]
+    pub user: UserRow,
+    pub confirmed_factors: Option<String>,
+}
+
+pub async fn for_signin(db: &Db, tenant_id: &str, username: &str) -> Result<Option<SigninUser>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLS} from users where tenant_id = $1 and username = $2"
+        "select {COLS}, (select string_agg(f.kind, ',') from factors f \
+           where f.tenant_id = users.tenant_id and f.user_id = users.id and f.confirmed <> 0) as confirmed_factors \
+         from users where tenant_id = $1 and username = $2"
     )))
     .bind(tenant_id)
     .bind(username)
