@@ -492,6 +492,57 @@ async fn consent_is_asked_once_and_can_be_denied() {
     t.s.stop().await;
 }
 
+/// Login CSRF: anyone can start a sign-in and read its form, so a form must work only in the
+/// browser that started it (else a page could sign a victim's browser in to the attacker's
+/// account), and a sign-in's form must not answer a consent (else `prompt=login` is skipped).
+#[tokio::test]
+async fn a_login_form_works_only_in_its_own_browser_and_for_its_own_purpose() {
+    let t = setup().await;
+    let (id, _) = t.app(json!({"consent_required": true})).await;
+    let local = |p: &Page| {
+        p.location
+            .as_deref()
+            .unwrap()
+            .replace("http://localhost", "http://127.0.0.1")
+    };
+    let mut attacker = Browser::new();
+    let start = attacker.get(&t.authorize_url(&id, &[])).await;
+    let login = attacker.get(&local(&start)).await;
+    let (tx, csrf) = (hidden(&login.body, "tx"), hidden(&login.body, "csrf"));
+    let form = [
+        ("tx", tx.as_str()),
+        ("csrf", csrf.as_str()),
+        ("username", "alice"),
+        ("password", PW),
+    ];
+    let url = format!("{}/t/bank/login", t.s.url);
+    // The victim's browser posts the attacker's form: refused, with or without a sign-in of its own.
+    let mut victim = Browser::new();
+    let p = victim.post(&url, &form).await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(victim.session().is_none());
+    victim.get(&t.authorize_url(&id, &[])).await;
+    let p = victim.post(&url, &form).await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(victim.session().is_none());
+    // In the browser that started it, the same form signs in (and asks for consent).
+    let p = attacker.post(&url, &form).await;
+    assert!(local(&p).contains("/consent?tx="), "{:?}", p.location);
+    assert!(attacker.session().is_some());
+    // Signed in, `prompt=login` starts a sign-in: its form cannot be posted as a consent.
+    let start = attacker.get(&t.authorize_url(&id, &[("prompt", "login")])).await;
+    assert!(local(&start).contains("/login?tx="), "{:?}", start.location);
+    let login = attacker.get(&local(&start)).await;
+    let (tx, csrf) = (hidden(&login.body, "tx"), hidden(&login.body, "csrf"));
+    let consent = format!("{}/t/bank/consent", t.s.url);
+    let p = attacker
+        .post(&consent, &[("tx", &tx), ("csrf", &csrf), ("decision", "allow")])
+        .await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.location.is_none());
+    t.s.stop().await;
+}
+
 #[tokio::test]
 async fn a_device_cookie_keeps_its_owner_out_of_a_strangers_delay() {
     let t = setup().await;

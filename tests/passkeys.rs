@@ -22,6 +22,9 @@ const CB: &str = "http://127.0.0.1:9/cb";
 struct T {
     s: Server,
     admin: String,
+    /// The `Cookie` header of the test's one browser: login forms work only in the browser
+    /// that started their sign-in.
+    cookies: std::sync::Mutex<String>,
 }
 
 /// A registered passkey: its authenticator, credential id and user handle (base64url).
@@ -41,7 +44,11 @@ struct App {
 async fn setup() -> T {
     let s = Server::start().await;
     let admin = s.admin_token().await;
-    T { s, admin }
+    T {
+        s,
+        admin,
+        cookies: Default::default(),
+    }
 }
 
 fn origin(s: &Server) -> Url {
@@ -164,8 +171,16 @@ async fn login_page(t: &T, slug: &str, app: &App) -> (String, String, String) {
         .append_pair("scope", "openid")
         .append_pair("state", "st-pk")
         .append_pair("nonce", "n-pk");
-    let r = nc.get(u.as_str()).send().await.unwrap();
+    let cookies = t.cookies.lock().unwrap().clone();
+    let r = nc.get(u.as_str()).header("cookie", cookies).send().await.unwrap();
     assert_eq!(r.status(), 303);
+    let set: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_string())
+        .collect();
+    *t.cookies.lock().unwrap() = set.join("; ");
     let login_url = r.headers()["location"]
         .to_str()
         .unwrap()
@@ -175,8 +190,10 @@ async fn login_page(t: &T, slug: &str, app: &App) -> (String, String, String) {
 }
 
 async fn page_post(t: &T, slug: &str, path: &str, form: &[(&str, &str)]) -> (u16, HeaderMap, String) {
+    let cookies = t.cookies.lock().unwrap().clone();
     let r = no_redirects()
         .post(format!("{}/t/{slug}{path}", t.s.url))
+        .header("cookie", cookies)
         .form(form)
         .send()
         .await
@@ -427,8 +444,10 @@ async fn a_passwordless_ceremony_begun_on_one_process_finishes_on_another() {
 
     let (tx, csrf, _) = login_page(&t, "bank", &app).await;
     let a = assert_with(&t, &mut key, options(&t, "bank", &tx, &csrf).await, None);
+    let cookies = t.cookies.lock().unwrap().clone();
     let r = no_redirects()
         .post(format!("{}/t/bank/login/passkey", b.url))
+        .header("cookie", cookies)
         .form(&[("tx", tx.as_str()), ("csrf", csrf.as_str()), ("credential", a.as_str())])
         .send()
         .await

@@ -338,12 +338,19 @@ async fn a_counter_going_backwards_is_refused_and_audited() {
 }
 
 /// A form post from the login page, without following redirects; (status, headers, body).
-async fn page_post(t: &T, path: &str, form: &[(&str, &str)]) -> (u16, reqwest::header::HeaderMap, String) {
+/// A form post from the browser whose `Cookie` header is `cookie`.
+async fn page_post(
+    t: &T,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, String) {
     let r = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
         .post(format!("{}/t/bank{path}", t.s.url))
+        .header("cookie", cookie)
         .form(form)
         .send()
         .await
@@ -403,6 +410,14 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
         .append_pair("nonce", "n-1");
     let r = nc.get(u.as_str()).send().await.unwrap();
     assert_eq!(r.status(), 303);
+    // The login transaction's browser binding: its forms are posted with it.
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
     let login_url = r.headers()["location"]
         .to_str()
         .unwrap()
@@ -411,6 +426,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     let (tx, csrf) = (hidden(&login, "tx"), hidden(&login, "csrf"));
     let (code, _, mfa) = page_post(
         &t,
+        &cookie,
         "/login",
         &[("tx", &tx), ("csrf", &csrf), ("username", "alice"), ("password", PW)],
     )
@@ -424,6 +440,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     // The CSRF token is checked.
     let (code, _, _) = page_post(
         &t,
+        &cookie,
         "/login/webauthn/options",
         &[("tx", &tx), ("csrf", "wrong"), ("state", &st)],
     )
@@ -433,6 +450,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     let (api_st, _) = t.begin(&t.s).await;
     let (code, _, body) = page_post(
         &t,
+        &cookie,
         "/login/webauthn/options",
         &[("tx", &tx), ("csrf", &csrf), ("state", &api_st)],
     )
@@ -441,6 +459,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
 
     let (code, h, opts) = page_post(
         &t,
+        &cookie,
         "/login/webauthn/options",
         &[("tx", &tx), ("csrf", &csrf), ("state", &st)],
     )
@@ -453,6 +472,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     // A garbled assertion is refused (JSON for the script) and the step stays open.
     let (code, _, body) = page_post(
         &t,
+        &cookie,
         "/login/webauthn",
         &[
             ("tx", &tx),
@@ -470,6 +490,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
 
     let (code, h, body) = page_post(
         &t,
+        &cookie,
         "/login/webauthn",
         &[("tx", &tx), ("csrf", &csrf), ("state", &st), ("credential", &assertion)],
     )
@@ -491,6 +512,7 @@ async fn the_login_page_takes_a_passkey_as_second_factor() {
     // The same answer cannot be used again: the transaction and state token are spent.
     let (code, _, _) = page_post(
         &t,
+        &cookie,
         "/login/webauthn",
         &[("tx", &tx), ("csrf", &csrf), ("state", &st), ("credential", &assertion)],
     )

@@ -257,10 +257,13 @@ async fn proceed(
     let usable = session.filter(|s| !req.prompt.iter().any(|p| p == "login") && fresh_enough(s) && strong_enough(s));
     let fail = |e: &str, d: &str| error_redirect(state, tenant, &req.redirect_uri, req.state.as_deref(), e, d);
     match usable {
-        Some(s) => after_login(state, tenant, client, req, &s, Vec::new()).await,
+        Some(s) => after_login(state, tenant, client, headers, req, &s, Vec::new()).await,
         None if req.prompt.iter().any(|p| p == "none") => fail("login_required", "the user is not signed in"),
-        None => match start_transaction(state, tenant, &req).await {
-            Ok(tx) => see_other(&format!("{}/login?tx={tx}", state.config.issuer(&tenant.slug))),
+        None => match start_transaction(state, tenant, headers, &req, session::TxPurpose::Login).await {
+            Ok((tx, cookie)) => with_cookies(
+                see_other(&format!("{}/login?tx={tx}", state.config.issuer(&tenant.slug))),
+                vec![cookie],
+            ),
             Err(e) => internal(tenant, &e),
         },
     }
@@ -293,31 +296,38 @@ pub fn internal<E: std::fmt::Display + crate::http::error::Unavailability + ?Siz
     )
 }
 
+/// A login transaction for this browser (see [`session::browser_binding`]): its id, and the
+/// `Set-Cookie` to send with the redirect to its page.
 pub async fn start_transaction(
     state: &AppState,
     tenant: &Tenant,
+    headers: &HeaderMap,
     req: &AuthRequest,
-) -> Result<String, store::StoreError> {
+    purpose: session::TxPurpose,
+) -> Result<(String, HeaderValue), store::StoreError> {
     let tx = crate::crypto::random_token::<24>();
+    let (binding, cookie) = session::browser_binding(state, tenant, headers);
     let row = store::sessions::TransactionRow {
         tenant_id: tenant.id.clone(),
         client_id: req.client_id.clone(),
         params: serde_json::to_string(req).unwrap_or_default(),
-        csrf: crate::crypto::random_token::<24>(),
+        csrf: session::tx_csrf(&binding, &tx, purpose),
     };
     store::sessions::create_transaction(&state.db, &secret_hash(&tx), &row, store::now() + TX_TTL).await?;
-    Ok(tx)
+    Ok((tx, cookie))
 }
 
 /// Signed in: consent if the client needs it and the user has not given it for these scopes,
 /// then a code. `cookies` are `Set-Cookie` values to send along.
+#[allow(clippy::too_many_arguments)]
 pub async fn after_login(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
+    headers: &HeaderMap,
     req: AuthRequest,
     s: &SessionRow,
-    cookies: Vec<HeaderValue>,
+    mut cookies: Vec<HeaderValue>,
 ) -> Response {
     if client.consent_required {
         let granted = match store::consents::get(&state.db, &tenant.id, &s.user_id, &client.id).await {
@@ -336,10 +346,12 @@ pub async fn after_login(
                     "consent is required",
                 );
             }
-            let tx = match start_transaction(state, tenant, &req).await {
-                Ok(tx) => tx,
+            let (tx, cookie) = match start_transaction(state, tenant, headers, &req, session::TxPurpose::Consent).await
+            {
+                Ok(x) => x,
                 Err(e) => return internal(tenant, &e),
             };
+            cookies.push(cookie);
             return with_cookies(
                 see_other(&format!("{}/consent?tx={tx}", state.config.issuer(&tenant.slug))),
                 cookies,

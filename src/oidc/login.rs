@@ -20,7 +20,7 @@ use crate::tenants::Tenant;
 
 use super::authorize::{AuthRequest, after_login, error_redirect, internal, issue_code};
 use super::pages::{error_page, page};
-use super::session;
+use super::session::{self, TxPurpose};
 use crate::crypto::secret_hash;
 
 mod enroll;
@@ -130,16 +130,19 @@ fn csrf_ok(tx: &Tx, presented: Option<&str>) -> bool {
 }
 
 /// The shared start of every form post: the tenant, the fields, the login transaction they
-/// name, and its CSRF token checked.
+/// name, its CSRF token checked, and the request checked to come from the browser that
+/// started the transaction, for this purpose.
 async fn posted_form(
     state: &AppState,
     slug: &str,
+    headers: &HeaderMap,
     body: &Bytes,
+    purpose: TxPurpose,
 ) -> Result<(std::sync::Arc<Tenant>, Vec<(String, String)>, Tx), Response> {
     let tenant = tenant_or_page(state, slug).await?;
     let f = form(body);
     let tx = load_tx(state, &tenant, field(&f, "tx")).await?;
-    if !csrf_ok(&tx, field(&f, "csrf")) {
+    if !csrf_ok(&tx, field(&f, "csrf")) || !session::tx_bound(state, &tenant, headers, &tx.id, &tx.csrf, purpose) {
         return Err(error_page(
             StatusCode::FORBIDDEN,
             &tenant.name,
@@ -156,7 +159,7 @@ pub async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -239,7 +242,7 @@ async fn complete(
     if let Err(e) = state.audit.record(e).await {
         return internal(tenant, &e);
     }
-    after_login(state, tenant, &tx.client, tx.req, &s, cookies).await
+    after_login(state, tenant, &tx.client, headers, tx.req, &s, cookies).await
 }
 
 fn consent_page(state: &AppState, tenant: &Tenant, tx: &Tx) -> Response {
@@ -281,7 +284,7 @@ pub async fn consent_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Consent).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -364,7 +367,7 @@ pub async fn mfa_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -407,8 +410,13 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 
 /// `POST /login/webauthn/options` (form fields `tx`, `csrf`, `state`): the assertion request
 /// for `navigator.credentials.get`, for the user of the login page's state token.
-pub async fn webauthn_options(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+pub async fn webauthn_options(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -437,7 +445,7 @@ pub async fn webauthn_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };

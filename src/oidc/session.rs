@@ -22,6 +22,55 @@ fn device_cookie_name(state: &AppState, tenant: &Tenant) -> String {
     format!("{}unicred-device-{}", prefix(state), tenant.slug)
 }
 
+fn browser_cookie_name(state: &AppState, tenant: &Tenant) -> String {
+    format!("{}unicred-browser-{}", prefix(state), tenant.slug)
+}
+
+/// What a login transaction's forms are for: a transaction started to sign in cannot be used
+/// to consent, and the reverse (a consent form would otherwise skip a forced sign-in).
+#[derive(Clone, Copy)]
+pub enum TxPurpose {
+    Login,
+    Consent,
+}
+
+/// The browser's login binding: a random value in a cookie that each login transaction's CSRF
+/// token is derived from, so a transaction's forms work only in the browser that started it.
+/// Without it, anyone could start a transaction, read its form and have a victim's browser post
+/// it (login CSRF: the victim signed in to the attacker's account). Returns the value (the
+/// request's own, or a new one) and the `Set-Cookie` that keeps it as long as the transaction.
+pub fn browser_binding(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -> (String, HeaderValue) {
+    let name = browser_cookie_name(state, tenant);
+    let value = cookie(headers, &name)
+        .filter(|v| v.len() == 43 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        .unwrap_or_else(crate::crypto::random_token::<32>);
+    let set = set_cookie(state, &name, &value, crate::oidc::authorize::TX_TTL);
+    (value, set)
+}
+
+/// A transaction's CSRF token: bound to the browser, the transaction and its purpose.
+pub fn tx_csrf(binding: &str, tx: &str, purpose: TxPurpose) -> String {
+    let purpose = match purpose {
+        TxPurpose::Login => "login",
+        TxPurpose::Consent => "consent",
+    };
+    crate::crypto::secret_hash(format!("{purpose}.{binding}.{tx}"))
+}
+
+/// Whether the request comes from the browser that started transaction `tx` for `purpose`.
+pub fn tx_bound(
+    state: &AppState,
+    tenant: &Tenant,
+    headers: &HeaderMap,
+    tx: &str,
+    csrf: &str,
+    purpose: TxPurpose,
+) -> bool {
+    use subtle::ConstantTimeEq;
+    cookie(headers, &browser_cookie_name(state, tenant))
+        .is_some_and(|b| bool::from(tx_csrf(&b, tx, purpose).as_bytes().ct_eq(csrf.as_bytes())))
+}
+
 pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)

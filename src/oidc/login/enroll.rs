@@ -10,6 +10,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::session::TxPurpose;
 use super::{Tx, complete, field, internal, json_error, json_response, posted_form};
 use crate::app::AppState;
 use crate::authn::{self, AuthnError, PasswordOk};
@@ -91,8 +92,13 @@ fn enroll_page(
 
 /// `POST /login/enroll` (`tx`, `csrf`, `state`, `factor`, `code`): a valid code confirms the
 /// factor and shows the recovery codes; a wrong one shows the same enrolment again.
-pub async fn enroll_submit(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+pub async fn enroll_submit(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -143,7 +149,7 @@ pub async fn enroll_continue(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -157,8 +163,13 @@ pub async fn enroll_continue(
 
 /// `POST /login/enroll/webauthn/options` (`tx`, `csrf`, `state`): creation options for
 /// `navigator.credentials.create`.
-pub async fn enroll_webauthn_options(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+pub async fn enroll_webauthn_options(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -180,8 +191,13 @@ pub async fn enroll_webauthn_options(State(state): State<AppState>, Path(slug): 
 /// `POST /login/enroll/webauthn` (`tx`, `csrf`, `state`, `credential` — the authenticator's
 /// answer as JSON): `{"recovery_codes", "state"}` for the page's script, which shows the codes
 /// and a continue form carrying the new state token (`POST /login/enroll/continue`).
-pub async fn enroll_webauthn(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+pub async fn enroll_webauthn(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };

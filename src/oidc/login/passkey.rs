@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
+use super::session::TxPurpose;
 use super::{complete, field, internal, json_error, json_response, posted_form, redirect_as_json};
 use crate::app::AppState;
 use crate::authn::{self, AuthnError};
@@ -23,8 +24,13 @@ pub(super) fn offered(tenant: &Tenant) -> bool {
 
 /// `POST /login/passkey/options` (form fields `tx`, `csrf`): assertion options naming no
 /// credential, for `navigator.credentials.get`.
-pub async fn passkey_options(State(state): State<AppState>, Path(slug): Path<String>, body: Bytes) -> Response {
-    let (tenant, _, tx) = match posted_form(&state, &slug, &body).await {
+pub async fn passkey_options(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let (tenant, _, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -53,7 +59,7 @@ pub async fn passkey_submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &body).await {
+    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
         Ok(x) => x,
         Err(r) => return r,
     };
