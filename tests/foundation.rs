@@ -864,6 +864,16 @@ async fn operations_endpoints_and_openapi() {
     assert!(r.headers().contains_key("x-request-id"));
     let metrics = get("/metrics").await.unwrap().text().await.unwrap();
     assert!(metrics.contains("unicred_http_requests_total"), "{metrics}");
+    // Made-up methods are one label value, not one series each (a stranger could otherwise
+    // grow the metrics, and memory, without bound).
+    for i in 0..20 {
+        let m = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let r = s.http.request(m, format!("{}/healthz", s.url)).send().await.unwrap();
+        assert_eq!(r.status(), 405);
+    }
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("MADEUP"), "{metrics}");
+    assert!(metrics.contains("method=\"other\""), "{metrics}");
     let doc: Value = get("/admin/v1/openapi.json").await.unwrap().json().await.unwrap();
     for p in [
         "/admin/v1/tenants",

@@ -28,12 +28,29 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// The method as a label: the standard ones by name, any other as "other". HTTP allows any
+/// token as a method, and each label value is a series kept for the life of the process, so a
+/// stranger sending made-up methods would otherwise grow `/metrics` (and memory) without bound.
+fn method_label(m: &axum::http::Method) -> String {
+    use axum::http::Method;
+    let known = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::OPTIONS,
+    ];
+    if known.contains(m) { m.as_str() } else { "other" }.to_string()
+}
+
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let started = Instant::now();
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
