@@ -39,9 +39,6 @@ const BCRYPT_MAX_COST: u32 = 16;
 const PBKDF2_MAX_ROUNDS: u32 = 2_000_000;
 const SCRYPT_MAX_LOG_N: u8 = 20;
 const SCRYPT_MAX_R_TIMES_P: u64 = 64;
-/// scrypt needs 128·r·N bytes. ln ≤ 20 and r·p ≤ 64 alone would still allow r = 64 at
-/// ln = 20, i.e. 8 GiB for one login, so memory is capped at what ln = 20, r = 8 needs.
-const SCRYPT_MAX_MEM_BYTES: u64 = 1 << 30;
 const ARGON2_MAX_T: u32 = 32;
 const ARGON2_MAX_P: u32 = 16;
 
@@ -151,7 +148,7 @@ fn parse<'a>(hash: &'a str, limits: &Limits) -> Result<Parsed<'a>, ImportError> 
     } else if ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
         parse_bcrypt(hash)
     } else if let Some(rest) = hash.strip_prefix("$scrypt$") {
-        parse_scrypt(hash, rest)
+        parse_scrypt(hash, rest, limits)
     } else if let Some(rest) = hash.strip_prefix("$pbkdf2-sha256$") {
         parse_pbkdf2(hash, rest, Scheme::Pbkdf2Sha256)
     } else if let Some(rest) = hash.strip_prefix("$pbkdf2-sha512$") {
@@ -202,7 +199,7 @@ fn parse_bcrypt(hash: &str) -> Result<Parsed<'static>, ImportError> {
     }
 }
 
-fn parse_scrypt(hash: &str, rest: &str) -> Result<Parsed<'static>, ImportError> {
+fn parse_scrypt(hash: &str, rest: &str, limits: &Limits) -> Result<Parsed<'static>, ImportError> {
     let phc = PhcHash::new(hash).map_err(|_| ImportError::Malformed)?;
     // The crate fills in missing ln/r/p with its own recommended values; an imported hash
     // must state the parameters it was made with.
@@ -219,8 +216,13 @@ fn parse_scrypt(hash: &str, rest: &str) -> Result<Parsed<'static>, ImportError> 
     if r * p > SCRYPT_MAX_R_TIMES_P {
         return Err(ImportError::TooCostly("scrypt r*p above 64"));
     }
-    if 128 * r * params.n() > SCRYPT_MAX_MEM_BYTES {
-        return Err(ImportError::TooCostly("scrypt memory (128*r*N bytes) above 1 GiB"));
+    // scrypt needs 128·r·N bytes for each verification, outside the hashing workers' reused
+    // memory: at most what an imported Argon2 hash may use (ln ≤ 20 with r = 8 would be 1 GiB,
+    // enough for a few wrong passwords against imported users to exhaust a replica's memory).
+    if 128 * r * params.n() > u64::from(limits.argon2_max_m_kib) * 1024 {
+        return Err(ImportError::TooCostly(
+            "scrypt memory (128*r*N bytes) above the configured maximum (argon2_max_m_kib)",
+        ));
     }
     Ok(Parsed::Scrypt(phc))
 }
@@ -394,6 +396,25 @@ mod tests {
             .find(|f| f.scheme == "argon2" && f.expect == "ok")
             .unwrap();
         assert!(matches!(classify(&ok.hash, &tight), Err(ImportError::TooCostly(_))));
+    }
+
+    #[test]
+    fn scrypt_memory_bound_follows_limits() {
+        // Parameters only: classify does not hash.
+        let hash = |ln: u8| {
+            format!("$scrypt$ln={ln},r=8,p=1$ZpSM3lbrd/tmA+cTGp+U5A$Wtf/kHJ+jAFNaFcIAnsO/gDiNErOSNdNVe9YF1WlXqE")
+        };
+        let default = Limits {
+            argon2_max_m_kib: 262_144, // the platform default, 256 MiB
+        };
+        assert_eq!(classify(&hash(18), &default).unwrap(), Scheme::Scrypt, "256 MiB");
+        for ln in [19, 20] {
+            assert!(
+                matches!(classify(&hash(ln), &default), Err(ImportError::TooCostly(_))),
+                "ln={ln} needs {} MiB",
+                1u64 << (ln - 10)
+            );
+        }
     }
 
     /// Hashes written by the RustCrypto crates themselves (the Python fixtures only imitate
