@@ -588,6 +588,19 @@ async fn logout_ends_the_session_and_its_refresh_tokens() {
     let p = b.get(&format!("{}/t/bank/logout", t.s.url)).await;
     assert!(p.body.contains("id=\"logout\""));
     code_of(&b.get(&t.authorize_url(&id, &[("prompt", "none")])).await);
+    // Another user's ID token does not end this browser's session: it asks first.
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let mut other = Browser::new();
+    let code = code_of(&t.login(&mut other, &id, &[("scope", "openid")], "bob", PW).await);
+    let (_, bob) = t.exchange(&id, Some(&secret), &code, None).await;
+    let bobs = format!(
+        "{}/t/bank/logout?id_token_hint={}",
+        t.s.url,
+        bob["id_token"].as_str().unwrap()
+    );
+    let p = b.get(&bobs).await;
+    assert!(p.body.contains("id=\"logout\""), "{}", p.body);
+    code_of(&b.get(&t.authorize_url(&id, &[("prompt", "none")])).await);
     // An unregistered post_logout_redirect_uri is refused.
     let bad = format!(
         "{}/t/bank/logout?id_token_hint={idt}&post_logout_redirect_uri=http://evil.example/",

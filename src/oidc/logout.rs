@@ -1,6 +1,7 @@
-//! RP-initiated logout 1.0: with a valid `id_token_hint` the session ends at once and the
-//! browser goes to an exactly registered `post_logout_redirect_uri`; without one, the user
-//! confirms on a page first (so a third-party page cannot sign people out).
+//! RP-initiated logout 1.0: with a valid `id_token_hint` for the signed-in user the session
+//! ends at once and the browser goes to an exactly registered `post_logout_redirect_uri`;
+//! without one, or with another user's, the user confirms on a page first (so a third-party
+//! page cannot sign people out, not even with an ID token of its own).
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -20,10 +21,11 @@ use super::session;
 #[derive(Deserialize)]
 struct Hint {
     aud: String,
+    sub: String,
 }
 
-/// The client an ID token (possibly expired) of this tenant was issued to.
-async fn hint_client(state: &AppState, tenant: &Tenant, token: &str) -> Option<String> {
+/// The client and user an ID token (possibly expired) of this tenant was issued to.
+async fn hint_claims(state: &AppState, tenant: &Tenant, token: &str) -> Option<Hint> {
     let peek = jwt::peek(token).ok()?;
     let keys = state.keys.for_tenant(&tenant.id).await.ok()?;
     let key = keys.verify.get(&peek.kid)?;
@@ -34,10 +36,8 @@ async fn hint_client(state: &AppState, tenant: &Tenant, token: &str) -> Option<S
     v.validate_exp = false;
     v.validate_aud = false;
     v.set_issuer(&[state.config.issuer(&tenant.slug)]);
-    v.set_required_spec_claims(&["iss", "aud"]);
-    jsonwebtoken::decode::<Hint>(token, &key.key, &v)
-        .ok()
-        .map(|d| d.claims.aud)
+    v.set_required_spec_claims(&["iss", "aud", "sub"]);
+    jsonwebtoken::decode::<Hint>(token, &key.key, &v).ok().map(|d| d.claims)
 }
 
 fn params(raw: &[u8]) -> Vec<(String, String)> {
@@ -76,11 +76,24 @@ async fn logout(state: &AppState, slug: &str, headers: &HeaderMap, raw: &[u8], c
             None,
         )
     };
+    let confirm_page = || {
+        page(
+            StatusCode::OK,
+            "logout.html",
+            minijinja::context! { tenant_name => &tenant.name, done => false, action, csrf => csrf(state, &tenant, headers) },
+            None,
+        )
+    };
     match get("id_token_hint") {
         Some(hint) => {
-            let Some(client_id) = hint_client(state, &tenant, hint).await else {
+            let Some(Hint { aud: client_id, sub }) = hint_claims(state, &tenant, hint).await else {
                 return error_page(StatusCode::BAD_REQUEST, &tenant.name, "The id_token_hint is not valid.");
             };
+            match session::current(state, &tenant, headers).await {
+                Ok(Some(s)) if s.user_id != sub => return confirm_page(),
+                Ok(_) => {}
+                Err(e) => return internal(&tenant, &e),
+            }
             let target = match get("post_logout_redirect_uri") {
                 None => None,
                 Some(uri) => match state.clients.get(&client_id).await {
@@ -135,12 +148,7 @@ async fn logout(state: &AppState, slug: &str, headers: &HeaderMap, raw: &[u8], c
                 Err(e) => internal(&tenant, &e),
             }
         }
-        None => page(
-            StatusCode::OK,
-            "logout.html",
-            minijinja::context! { tenant_name => &tenant.name, done => false, action, csrf => csrf(state, &tenant, headers) },
-            None,
-        ),
+        None => confirm_page(),
     }
 }
 
