@@ -88,6 +88,19 @@ pub fn too_many(retry_after: u64) -> Response {
     r
 }
 
+/// The bucket an address spends from: its own for IPv4, its /64 for IPv6 (one customer's
+/// usual allocation: per address, anyone with a /64 would get a fresh bucket per request and
+/// fill the limiter's memory with them).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
 /// Middleware for credential endpoints: records the client IP and spends one token of its bucket.
 pub async fn per_ip(
     State(state): State<AppState>,
@@ -98,7 +111,7 @@ pub async fn per_ip(
     let ip = state.limits.client_ip(peer.ip(), req.headers());
     req.extensions_mut().insert(ClientIp(ip));
     if let Some(l) = &state.limits.per_ip
-        && let Err(n) = l.check_key(&ip)
+        && let Err(n) = l.check_key(&bucket(ip))
     {
         metrics::counter!("unicred_rate_limited_total", "by" => "ip").increment(1);
         return too_many(wait_secs(&n));
@@ -109,6 +122,25 @@ pub async fn per_ip(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_slash_64_shares_one_bucket() {
+        let cfg = crate::Config {
+            ip_rate_per_second: 1,
+            ip_rate_burst: 2,
+            ..Default::default()
+        };
+        let l = RateLimits::new(&cfg);
+        let per_ip = l.per_ip.as_ref().unwrap();
+        let spend = |ip: &str| per_ip.check_key(&bucket(ip.parse().unwrap())).is_ok();
+        assert!(spend("2001:db8:0:1::1"));
+        assert!(spend("2001:db8:0:1::2"));
+        assert!(!spend("2001:db8:0:1:ffff::3"), "same /64: the bucket is spent");
+        assert!(spend("2001:db8:0:2::1"), "another /64 has its own");
+        assert!(spend("192.0.2.1") && spend("192.0.2.1") && !spend("192.0.2.1"));
+        assert!(spend("192.0.2.2"), "IPv4 addresses have their own");
+        assert!(!spend("::ffff:192.0.2.1"), "an IPv4-mapped address is its IPv4 address");
+    }
 
     #[test]
     fn rightmost_untrusted_hop_is_the_client() {
