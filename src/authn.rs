@@ -99,6 +99,15 @@ impl From<PasswordError> for AuthnError {
     }
 }
 
+/// The account's throttling key within a counter key: a known device counts its failures
+/// apart (`device:{id}:{key}`, see [`check_password`]), but its cookie names the account.
+pub fn account_key(counter: &str) -> &str {
+    counter
+        .strip_prefix("device:")
+        .and_then(|rest| rest.split_once(':'))
+        .map_or(counter, |(_, key)| key)
+}
+
 /// The throttling key: the normalised username, or (for names that cannot be normalised) a
 /// bounded form of the raw input, so invalid names are throttled like any other.
 fn throttle_key(raw: &str) -> (Option<String>, String) {
@@ -618,4 +627,15 @@ pub(crate) async fn issue_ticket(
     };
     store::tickets::create(&state.db, &secret_hash(&ticket), &row, now + TICKET_TTL).await?;
     Ok(ticket)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_device_counter_names_its_account() {
+        assert_eq!(super::account_key("alice"), "alice");
+        assert_eq!(super::account_key("device:AbC-_1:alice"), "alice");
+        assert_eq!(super::account_key("device:AbC-_1:raw:a:b"), "raw:a:b");
+        assert_eq!(super::account_key("raw:device:x"), "raw:device:x");
+    }
 }

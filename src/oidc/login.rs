@@ -230,7 +230,8 @@ async fn complete(
         }
         Err(e) => return internal(tenant, &e),
     }
-    let started = session::start(state, tenant, headers, &ok.user.id, &ok.throttle_key, amr, acr).await;
+    let key = authn::account_key(&ok.throttle_key);
+    let started = session::start(state, tenant, headers, &ok.user.id, key, amr, acr).await;
     let (s, cookies) = match started {
         Ok(x) => x,
         Err(e) => return internal(tenant, &e),
