@@ -544,6 +544,30 @@ async fn account_changes_need_a_recent_authentication() {
         .0,
         200
     );
+    // Strangers' failures on the username (a delay for sign-ins) do not stop the signed-in
+    // user from changing the password: lockout is not a weapon.
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let bob = t.account_token("bob").await;
+    for _ in 0..8 {
+        let (code, _) = t
+            .post("/authn", json!({"username": "bob", "password": "a stranger's guess"}))
+            .await;
+        assert_eq!(code, 401);
+    }
+    assert_eq!(
+        t.post("/authn", json!({"username": "bob", "password": PW})).await.0,
+        401,
+        "delayed"
+    );
+    let (code, b, _) = t
+        .account(
+            Method::POST,
+            "/password",
+            &bob,
+            Some(json!({"current_password": PW, "new_password": "a second fresh passphrase 12"})),
+        )
+        .await;
+    assert_eq!(code, 204, "{b}");
     t.s.stop().await;
 }
 

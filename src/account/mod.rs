@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -229,10 +229,14 @@ pub struct PasswordChange {
     new_password: Zeroizing<String>,
 }
 
-/// Change the password: the current one is checked like a sign-in (and counts toward
-/// throttling); every other session, refresh token and access token ends.
+/// Change the password: the current one is checked like a sign-in, on a throttling counter of
+/// the signed-in user's own (strangers' failures on the username must not stop the user from
+/// changing it, and the user's wrong guesses here are still throttled); every other session,
+/// refresh token and access token ends.
 pub async fn password(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
+    headers: axum::http::HeaderMap,
     me: AccountUser,
     Json(body): Json<PasswordChange>,
 ) -> Result<StatusCode, Problem> {
@@ -242,7 +246,8 @@ pub async fn password(
         .get(&me.claims.client_id)
         .await?
         .ok_or_else(Problem::not_found)?;
-    let ip = std::net::IpAddr::from([127, 0, 0, 1]);
+    let ip = state.limits.client_ip(peer.ip(), &headers);
+    let own = format!("acct-{}", me.user.id);
     let ok = crate::authn::check_password(
         &state,
         &me.tenant,
@@ -250,11 +255,13 @@ pub async fn password(
         &me.user.username,
         &body.current_password,
         ip,
-        |_| None,
+        |_| Some(own.clone()),
     )
     .await;
     match ok {
-        Ok(ok) if ok.user.id == me.user.id => {}
+        Ok(ok) if ok.user.id == me.user.id => {
+            store::throttle::reset(&state.db, &me.tenant.id, &ok.throttle_key).await?;
+        }
         Ok(_) | Err(crate::authn::AuthnError::InvalidCredentials | crate::authn::AuthnError::InvalidFactor) => {
             return Err(Problem::validation("current_password", "is not correct"));
         }
