@@ -342,9 +342,13 @@ async fn load_state(
         .ok_or(AuthnError::InvalidFactor)
 }
 
-/// A second-factor attempt counts toward the account's throttling like a password attempt;
-/// a correct password never resets it — only full authentication does.
-async fn factor_attempt(state: &AppState, tenant: &Tenant, st: &StateRow) -> Result<(), AuthnError> {
+/// A second-factor attempt spends one of the state token's attempts, and counts toward the
+/// account's throttling like a password attempt; a correct password never resets it — only
+/// full authentication does.
+async fn factor_attempt(state: &AppState, tenant: &Tenant, token: &str, st: &StateRow) -> Result<(), AuthnError> {
+    if !store::factors::reserve_attempt(&state.db, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
     let rules = throttle::Rules {
         threshold: tenant.policy.lockout_threshold(),
         max_delay: tenant.policy.lockout_max_delay(),
@@ -355,17 +359,7 @@ async fn factor_attempt(state: &AppState, tenant: &Tenant, st: &StateRow) -> Res
     }
 }
 
-async fn factor_failed(
-    state: &AppState,
-    tenant: &Tenant,
-    client: &Client,
-    token: &str,
-    st: &StateRow,
-    kind: &str,
-) -> AuthnError {
-    if let Err(e) = store::factors::fail_state(&state.db, &secret_hash(token)).await {
-        return e.into();
-    }
+async fn factor_failed(state: &AppState, tenant: &Tenant, client: &Client, st: &StateRow, kind: &str) -> AuthnError {
     let e = Event::new(&tenant.id, "mfa.failure")
         .user(&st.user_id)
         .client(&client.id)
@@ -427,14 +421,14 @@ pub async fn verify_factor(
     code: &str,
 ) -> Result<PasswordOk, AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
-    factor_attempt(state, tenant, &st).await?;
+    factor_attempt(state, tenant, token, &st).await?;
     let ok = match kind {
         "totp" => mfa::check_totp(state, tenant, &st.user_id, code, None).await?.is_some(),
         "recovery_code" => mfa::use_recovery_code(state, tenant, &st.user_id, code).await?,
         _ => false,
     };
     if !ok {
-        return Err(factor_failed(state, tenant, client, token, &st, kind).await);
+        return Err(factor_failed(state, tenant, client, &st, kind).await);
     }
     factor_success(state, tenant, client, token, &st, AMR_MFA).await
 }
@@ -514,7 +508,7 @@ pub async fn confirm_enrolment(
     code: &str,
 ) -> Result<(StateRow, Vec<String>), AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
-    factor_attempt(state, tenant, &st).await?;
+    factor_attempt(state, tenant, token, &st).await?;
     let pending = store::factors::for_user(&state.db, &tenant.id, &st.user_id)
         .await?
         .into_iter()
@@ -523,7 +517,7 @@ pub async fn confirm_enrolment(
         .ok_or(AuthnError::InvalidFactor)?;
     let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id)).await?;
     if verified.is_none() || !store::factors::confirm(&state.db, &tenant.id, &pending.id).await? {
-        return Err(factor_failed(state, tenant, client, token, &st, "totp").await);
+        return Err(factor_failed(state, tenant, client, &st, "totp").await);
     }
     let codes = mfa::new_recovery_codes(state, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")

@@ -375,6 +375,57 @@ async fn second_factor_failures_count_toward_throttling() {
     t.s.stop().await;
 }
 
+/// A state token allows 5 factor attempts, also when they arrive together.
+#[tokio::test]
+async fn parallel_codes_on_one_state_token_get_five_checks_at_most() {
+    let t = setup().await;
+    let (secret, _, _) = t.enrol("alice").await;
+    t.s.admin(
+        Method::PATCH,
+        "/admin/v1/tenants/bank",
+        &t.admin,
+        Some(json!({"policy": {"lockout_threshold": 100}})),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    let mut tries = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let req =
+            t.s.http
+                .post(format!("{}/t/bank/authn/factors/totp", t.s.url))
+                .basic_auth(&t.id, Some(&t.secret))
+                .json(&json!({"state_token": st, "code": "000000"}));
+        tries.spawn(async move { req.send().await.unwrap().status().as_u16() });
+    }
+    for code in tries.join_all().await {
+        assert_eq!(code, 401);
+    }
+    // Each checked code counts on the account's throttle: the password and at most 5 codes.
+    let (_, page) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = page["items"][0]["id"].as_str().unwrap();
+    let (_, th) =
+        t.s.admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/users/{uid}/throttle"),
+            &t.admin,
+            None,
+        )
+        .await;
+    assert!(th["failures"].as_i64().unwrap() <= 6, "{th}");
+    // The token is spent: even a valid code is refused with it.
+    let (code, _) = t
+        .post(
+            "/authn/factors/totp",
+            json!({"state_token": st, "code": totp(&secret, now())}),
+        )
+        .await;
+    assert_eq!(code, 401);
+    t.s.stop().await;
+}
+
 #[tokio::test]
 async fn required_policy_forces_enrolment_before_any_ticket() {
     let t = setup().await;

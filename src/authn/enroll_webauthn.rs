@@ -57,7 +57,7 @@ pub async fn register(
     credential: &serde_json::Value,
 ) -> Result<Enrolled, AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
-    factor_attempt(state, tenant, &st).await?;
+    factor_attempt(state, tenant, token, &st).await?;
     let registered = match serde_json::from_value::<RegisterPublicKeyCredential>(credential.clone()) {
         Ok(c) => wa::register_finish(state, tenant, &st.user_id, &c).await,
         Err(_) => Ok(None),
@@ -65,10 +65,10 @@ pub async fn register(
     let registered = match registered {
         Ok(Some(r)) => r,
         Ok(None) | Err(MfaError::NotAllowed(_)) => {
-            return Err(factor_failed(state, tenant, client, token, &st, wa::KIND_WEBAUTHN).await);
+            return Err(factor_failed(state, tenant, client, &st, wa::KIND_WEBAUTHN).await);
         }
         Err(MfaError::AttestationRefused(_)) => {
-            return match factor_failed(state, tenant, client, token, &st, wa::KIND_WEBAUTHN).await {
+            return match factor_failed(state, tenant, client, &st, wa::KIND_WEBAUTHN).await {
                 AuthnError::InvalidFactor => Ok(Enrolled::AttestationRefused),
                 e => Err(e),
             };

@@ -66,13 +66,13 @@ pub async fn verify(
     credential: &serde_json::Value,
 ) -> Result<(PasswordOk, Vec<&'static str>), AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
-    factor_attempt(state, tenant, &st).await?;
+    factor_attempt(state, tenant, token, &st).await?;
     let asserted = match serde_json::from_value::<PublicKeyCredential>(credential.clone()) {
         Ok(c) => wa::authenticate_finish(state, tenant, &st.user_id, &client.id, &c).await?,
         Err(_) => None,
     };
     let Some(a) = asserted else {
-        return Err(factor_failed(state, tenant, client, token, &st, wa::KIND_WEBAUTHN).await);
+        return Err(factor_failed(state, tenant, client, &st, wa::KIND_WEBAUTHN).await);
     };
     let amr = amr(a.backup_eligible, a.user_verified);
     let ok = factor_success(state, tenant, client, token, &st, &amr.join(" ")).await?;

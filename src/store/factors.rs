@@ -186,12 +186,19 @@ pub async fn state(db: &Db, id_hash: &str) -> Result<Option<StateRow>> {
     .await?)
 }
 
-pub async fn fail_state(db: &Db, id_hash: &str) -> Result<()> {
-    sqlx::query("update mfa_states set failures = failures + 1 where id_hash = $1")
-        .bind(id_hash)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
+/// Spends one of a live state token's 5 factor attempts (counted in `failures`: a successful
+/// one consumes the token anyway), atomically, before the factor is checked: parallel requests
+/// on one token cannot get more than 5 checks. False when none is left.
+pub async fn reserve_attempt(db: &Db, id_hash: &str) -> Result<bool> {
+    let r = sqlx::query(
+        "update mfa_states set failures = failures + 1 \
+         where id_hash = $1 and used_at is null and expires_at > $2 and failures < 5",
+    )
+    .bind(id_hash)
+    .bind(now())
+    .execute(db.writer())
+    .await?;
+    Ok(r.rows_affected() == 1)
 }
 
 pub async fn consume_state(db: &Db, id_hash: &str) -> Result<bool> {
