@@ -266,6 +266,41 @@ async fn confidential_code_flow_with_pkce_refresh_rotation_and_reuse_detection()
     t.s.stop().await;
 }
 
+/// A code replayed while its first redemption is still issuing tokens: what that redemption
+/// issues does not last either (RFC 6749 §4.1.2).
+#[tokio::test]
+async fn a_code_replayed_during_its_redemption_revokes_what_that_redemption_issues() {
+    use unicred::store::codes;
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    let db = &t.s.state.db;
+    let hash = unicred::crypto::secret_hash(&code);
+    // The first redemption has marked the code used and is issuing tokens…
+    assert!(matches!(
+        codes::redeem(db, &hash).await.unwrap(),
+        codes::Redeemed::Fresh(_)
+    ));
+    // …when the code comes again: refused,
+    let (status, body) = t.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "{body}");
+    // and the first redemption learns of it as it records what it issued (and revokes that).
+    assert!(
+        !codes::record_issued(db, &hash, "jti-1", Some("family-1"))
+            .await
+            .unwrap()
+    );
+    // A code replayed after its redemption recorded its tokens gets those to revoke.
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    let (status, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!(status, 200, "{tok}");
+    let hash = unicred::crypto::secret_hash(&code);
+    let issued = codes::replayed(db, &hash).await.unwrap();
+    assert!(issued.is_some_and(|(jti, family)| !jti.is_empty() && family.is_some()));
+    t.s.stop().await;
+}
+
 #[tokio::test]
 async fn pkce_is_required_for_public_clients_and_never_downgraded() {
     let t = setup().await;

@@ -37,31 +37,13 @@ pub async fn authorization_code(
     }
     let code_hash = secret_hash(code);
     let c = match store::codes::redeem(&state.db, &code_hash).await? {
-        Redeemed::Fresh(c) => c,
-        Redeemed::Replayed {
-            issued_jti,
-            issued_family,
-            tenant_id,
-        } => {
-            // RFC 6749 §4.1.2: a code used twice revokes what it produced.
-            if let Some(jti) = &issued_jti {
-                state
-                    .revocations
-                    .revoke(jti, &tenant_id, store::now() + MAX_TOKEN_TTL as i64 + CLOCK_SKEW)
-                    .await?;
-            }
-            if let Some(f) = &issued_family {
-                store::refresh::revoke_family(&state.db.pool, f).await?;
-            }
-            super::audit(
-                state,
-                &tenant_id,
-                &client.id,
-                None,
-                "code.replayed",
-                serde_json::json!({"revoked_jti": issued_jti, "revoked_family": issued_family}),
-            )
-            .await?;
+        Redeemed::Fresh(c) => *c,
+        Redeemed::Replayed { tenant_id } => {
+            // RFC 6749 §4.1.2: a code used twice revokes what it produced (or, if its
+            // redemption is still under way, makes that redemption revoke it).
+            let issued = store::codes::replayed(&state.db, &code_hash).await?;
+            let (jti, family) = issued.map_or((None, None), |(j, f)| (Some(j), f));
+            revoke_replayed(state, &tenant_id, &client.id, jti.as_deref(), family.as_deref()).await?;
             return Err(OAuthError::invalid_grant(
                 "invalid, expired or already used authorization code",
             ));
@@ -125,7 +107,20 @@ pub async fn authorization_code(
         None,
     )
     .await?;
-    store::codes::record_issued(&state.db, &code_hash, &issued.jti, issued.family.as_deref()).await?;
+    if !store::codes::record_issued(&state.db, &code_hash, &issued.jti, issued.family.as_deref()).await? {
+        // The code was replayed while these tokens were being issued.
+        revoke_replayed(
+            state,
+            &tenant.id,
+            &client.id,
+            Some(&issued.jti),
+            issued.family.as_deref(),
+        )
+        .await?;
+        return Err(OAuthError::invalid_grant(
+            "invalid, expired or already used authorization code",
+        ));
+    }
     super::audit(
         state,
         &tenant.id,
@@ -137,6 +132,35 @@ pub async fn authorization_code(
     .await?;
     metrics::counter!("unicred_tokens_issued_total", "grant" => "authorization_code").increment(1);
     Ok(issued.response)
+}
+
+/// Revokes what a replayed code produced, and records the replay.
+async fn revoke_replayed(
+    state: &AppState,
+    tenant_id: &str,
+    client_id: &str,
+    jti: Option<&str>,
+    family: Option<&str>,
+) -> Result<(), OAuthError> {
+    if let Some(jti) = jti {
+        state
+            .revocations
+            .revoke(jti, tenant_id, store::now() + MAX_TOKEN_TTL as i64 + CLOCK_SKEW)
+            .await?;
+    }
+    if let Some(f) = family {
+        store::refresh::revoke_family(&state.db.pool, f).await?;
+    }
+    super::audit(
+        state,
+        tenant_id,
+        client_id,
+        None,
+        "code.replayed",
+        serde_json::json!({"revoked_jti": jti, "revoked_family": family}),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Rotation and reuse detection in one transaction (RFC 6819 §5.2.2.3).

@@ -44,11 +44,9 @@ const COLS: &str =
     "tenant_id, client_id, user_id, session_id, redirect_uri, scope, nonce, code_challenge, auth_time, acr, amr";
 
 pub enum Redeemed {
-    Fresh(CodeRow),
+    Fresh(Box<CodeRow>),
     /// Presented before: whatever it produced must be revoked.
     Replayed {
-        issued_jti: Option<String>,
-        issued_family: Option<String>,
         tenant_id: String,
     },
     Unknown,
@@ -65,36 +63,48 @@ pub async fn redeem(db: &Db, code_hash: &str) -> Result<Redeemed> {
     .fetch_optional(&db.pool)
     .await?;
     if let Some(c) = fresh {
-        return Ok(Redeemed::Fresh(c));
+        return Ok(Redeemed::Fresh(Box::new(c)));
     }
-    #[derive(sqlx::FromRow)]
-    struct Seen {
-        issued_jti: Option<String>,
-        issued_family: Option<String>,
-        tenant_id: String,
-        used_at: Option<i64>,
-    }
-    let seen: Option<Seen> =
-        sqlx::query_as("select issued_jti, issued_family, tenant_id, used_at from auth_codes where code_hash = $1")
+    let seen: Option<(String, Option<i64>)> =
+        sqlx::query_as("select tenant_id, used_at from auth_codes where code_hash = $1")
             .bind(code_hash)
             .fetch_optional(&db.pool)
             .await?;
     Ok(match seen {
-        Some(s) if s.used_at.is_some() => Redeemed::Replayed {
-            issued_jti: s.issued_jti,
-            issued_family: s.issued_family,
-            tenant_id: s.tenant_id,
-        },
+        Some((tenant_id, Some(_))) => Redeemed::Replayed { tenant_id },
         _ => Redeemed::Unknown,
     })
 }
 
-pub async fn record_issued(db: &Db, code_hash: &str, jti: &str, family: Option<&str>) -> Result<()> {
-    sqlx::query("update auth_codes set issued_jti = $1, issued_family = $2 where code_hash = $3")
-        .bind(jti)
-        .bind(family)
+/// Records what the code's redemption issued. False when a replay of the code came first
+/// (see [`replayed`]): the caller must then revoke what it issued.
+pub async fn record_issued(db: &Db, code_hash: &str, jti: &str, family: Option<&str>) -> Result<bool> {
+    let r = sqlx::query(
+        "update auth_codes set issued_jti = $1, issued_family = $2 where code_hash = $3 and issued_jti is null",
+    )
+    .bind(jti)
+    .bind(family)
+    .bind(code_hash)
+    .execute(&db.pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// For a replayed code: what its redemption issued, to revoke; or, while that redemption has
+/// not recorded it yet, `None` after marking the code (an empty `issued_jti`) so that the
+/// redemption revokes its tokens itself. Either way nothing issued for a replayed code lasts.
+pub async fn replayed(db: &Db, code_hash: &str) -> Result<Option<(String, Option<String>)>> {
+    let marked = sqlx::query("update auth_codes set issued_jti = '' where code_hash = $1 and issued_jti is null")
         .bind(code_hash)
         .execute(&db.pool)
         .await?;
-    Ok(())
+    if marked.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let issued: Option<(Option<String>, Option<String>)> =
+        sqlx::query_as("select issued_jti, issued_family from auth_codes where code_hash = $1")
+            .bind(code_hash)
+            .fetch_optional(&db.pool)
+            .await?;
+    Ok(issued.and_then(|(jti, family)| jti.filter(|j| !j.is_empty()).map(|j| (j, family))))
 }
