@@ -176,12 +176,13 @@ async fn totp_sign_in_with_replay_and_skew_rules() {
     assert_eq!(r["factors"], json!([{"type": "totp"}, {"type": "recovery_code"}]));
     assert!(r.get("login_ticket").is_none(), "no ticket before the second factor");
     let st = r["state_token"].as_str().unwrap();
-    // Two steps ahead is outside the ±1 window; the current step was already used (replay).
-    for (offset, why) in [(60, "outside the window"), (0, "a spent step")] {
+    // Beyond the next step is outside the ±1 window (three steps from now: the clock may pass
+    // a step boundary before the server checks); the enrolment's step was already used (replay).
+    for (at, why) in [(now() + 90, "outside the window"), (base, "a spent step")] {
         let (code, body) = t
             .post(
                 "/authn/factors/totp",
-                json!({"state_token": st, "code": totp(&secret, base + offset)}),
+                json!({"state_token": st, "code": totp(&secret, at)}),
             )
             .await;
         assert_eq!((code, body["error"].as_str()), (401, Some("invalid_factor")), "{why}");
