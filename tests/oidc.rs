@@ -560,7 +560,10 @@ async fn a_login_form_works_only_in_its_own_browser_and_for_its_own_purpose() {
     let p = victim.post(&url, &form).await;
     assert_eq!(p.status, 403, "{}", p.body);
     assert!(victim.session().is_none());
-    // In the browser that started it, the same form signs in (and asks for consent).
+    // In the browser that started it, the same form signs in (and asks for consent), also
+    // after that browser started another sign-in (two tabs share the browser's binding).
+    let other_tab = attacker.get(&t.authorize_url(&id, &[])).await;
+    assert!(local(&other_tab).contains("/login?tx="), "{:?}", other_tab.location);
     let p = attacker.post(&url, &form).await;
     assert!(local(&p).contains("/consent?tx="), "{:?}", p.location);
     assert!(attacker.session().is_some());
