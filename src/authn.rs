@@ -99,11 +99,23 @@ impl From<PasswordError> for AuthnError {
     }
 }
 
-/// The account's throttling key within a counter key: a known device counts its failures
-/// apart (`device:{id}:{key}`, see [`check_password`]), but its cookie names the account.
+const DEVICE_PREFIX: &str = "device:";
+
+/// The throttling counter for account `key`: the account's own, or, for a browser or caller
+/// that `device` recognises, one of that device's (so strangers' failures do not delay it).
+/// The one place that writes the counter format [`account_key`] reads.
+fn counter_key(key: &str, device: impl Fn(&str) -> Option<String>) -> String {
+    match device(key) {
+        Some(d) => format!("{DEVICE_PREFIX}{d}:{key}"),
+        None => key.to_string(),
+    }
+}
+
+/// The account's throttling key within a counter key (see [`counter_key`]): a device's
+/// cookie names the account, not the device's counter.
 pub fn account_key(counter: &str) -> &str {
     counter
-        .strip_prefix("device:")
+        .strip_prefix(DEVICE_PREFIX)
         .and_then(|rest| rest.split_once(':'))
         .map_or(counter, |(_, key)| key)
 }
@@ -177,10 +189,7 @@ pub async fn check_password(
         return Err(AuthnError::Busy);
     }
     let (normalized, key) = throttle_key(username);
-    let counter = match device(&key) {
-        Some(d) => format!("device:{d}:{key}"),
-        None => key.clone(),
-    };
+    let counter = counter_key(&key, device);
     let rules = throttle::Rules {
         threshold: tenant.policy.lockout_threshold(),
         max_delay: tenant.policy.lockout_max_delay(),

@@ -66,6 +66,35 @@ impl T {
             .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
+    /// Sets the tenant's policy and waits out the one-second tenant cache.
+    async fn set_policy(&self, policy: Value) {
+        let (st, b) = self
+            .s
+            .admin(
+                Method::PATCH,
+                "/admin/v1/tenants/bank",
+                &self.admin,
+                Some(json!({ "policy": policy })),
+            )
+            .await;
+        assert_eq!(st, 200, "{b}");
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    }
+    /// The account throttle of `user`, as the admin API shows it.
+    async fn throttle(&self, user: &str) -> Value {
+        let (_, page) = self
+            .s
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/tenants/bank/users?q={user}"),
+                &self.admin,
+                None,
+            )
+            .await;
+        let uid = page["items"][0]["id"].as_str().unwrap();
+        let path = format!("/admin/v1/tenants/bank/users/{uid}/throttle");
+        self.s.admin(Method::GET, &path, &self.admin, None).await.1
+    }
     async fn signin(&self, user: &str) -> Value {
         self.post("/authn", json!({"username": user, "password": PW})).await.1
     }
@@ -328,14 +357,7 @@ async fn recovery_codes_are_single_use_and_malformed_factors_change_nothing() {
 async fn second_factor_failures_count_toward_throttling() {
     let t = setup().await;
     let (secret, _, _) = t.enrol("alice").await;
-    t.s.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/bank",
-        &t.admin,
-        Some(json!({"policy": {"lockout_threshold": 3}})),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    t.set_policy(json!({"lockout_threshold": 3})).await;
     // password (1) + two wrong codes (2, 3) reach the threshold; the correct password did not reset it.
     let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
     for _ in 0..2 {
@@ -348,18 +370,7 @@ async fn second_factor_failures_count_toward_throttling() {
     }
     // The account's counter holds the password attempt and both factor failures, and a delay
     // now applies (the correct password did not reset anything).
-    let (_, page) =
-        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
-            .await;
-    let uid = page["items"][0]["id"].as_str().unwrap();
-    let (_, th) =
-        t.s.admin(
-            Method::GET,
-            &format!("/admin/v1/tenants/bank/users/{uid}/throttle"),
-            &t.admin,
-            None,
-        )
-        .await;
+    let th = t.throttle("alice").await;
     assert_eq!(th["failures"], 3, "{th}");
     assert!(th["next_allowed_at"].as_i64().unwrap() > 0);
     // Within the delay even a valid code is refused (judged by when the answer came back: the
@@ -381,14 +392,7 @@ async fn second_factor_failures_count_toward_throttling() {
 async fn parallel_codes_on_one_state_token_get_five_checks_at_most() {
     let t = setup().await;
     let (secret, _, _) = t.enrol("alice").await;
-    t.s.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/bank",
-        &t.admin,
-        Some(json!({"policy": {"lockout_threshold": 100}})),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    t.set_policy(json!({"lockout_threshold": 100})).await;
     let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
     let mut tries = tokio::task::JoinSet::new();
     for _ in 0..20 {
@@ -403,18 +407,7 @@ async fn parallel_codes_on_one_state_token_get_five_checks_at_most() {
         assert_eq!(code, 401);
     }
     // Each checked code counts on the account's throttle: the password and at most 5 codes.
-    let (_, page) =
-        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
-            .await;
-    let uid = page["items"][0]["id"].as_str().unwrap();
-    let (_, th) =
-        t.s.admin(
-            Method::GET,
-            &format!("/admin/v1/tenants/bank/users/{uid}/throttle"),
-            &t.admin,
-            None,
-        )
-        .await;
+    let th = t.throttle("alice").await;
     assert!(th["failures"].as_i64().unwrap() <= 6, "{th}");
     // The token is spent: even a valid code is refused with it.
     let (code, _) = t
@@ -430,14 +423,7 @@ async fn parallel_codes_on_one_state_token_get_five_checks_at_most() {
 #[tokio::test]
 async fn required_policy_forces_enrolment_before_any_ticket() {
     let t = setup().await;
-    t.s.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/bank",
-        &t.admin,
-        Some(json!({"policy": {"mfa": "required"}})),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    t.set_policy(json!({"mfa": "required"})).await;
     let r = t.signin("alice").await;
     assert_eq!(r["status"], "MFA_ENROLL_REQUIRED", "{r}");
     assert!(r.get("login_ticket").is_none());
@@ -526,14 +512,7 @@ async fn required_policy_forces_enrolment_before_any_ticket() {
 #[tokio::test]
 async fn account_changes_need_a_recent_authentication() {
     let t = setup().await;
-    t.s.admin(
-        Method::PATCH,
-        "/admin/v1/tenants/bank",
-        &t.admin,
-        Some(json!({"policy": {"reauth_window_seconds": 5}})),
-    )
-    .await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    t.set_policy(json!({"reauth_window_seconds": 5})).await;
     let token = t.account_token("alice").await;
     let (code, sessions, _) = t.account(Method::GET, "/sessions", &token, None).await;
     assert_eq!(

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::Extension;
+use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::Deserialize;
@@ -15,6 +16,7 @@ use crate::app::AppState;
 use crate::audit::Event;
 use crate::http::Problem;
 use crate::http::extract::{Json, Path};
+use crate::http::ratelimit::ClientIp;
 use crate::mfa::{self, FactorView};
 use crate::password::policy::{self, Context};
 use crate::store::{self, users::UserRow};
@@ -235,8 +237,7 @@ pub struct PasswordChange {
 /// refresh token and access token ends.
 pub async fn password(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
-    headers: axum::http::HeaderMap,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     me: AccountUser,
     Json(body): Json<PasswordChange>,
 ) -> Result<StatusCode, Problem> {
@@ -246,7 +247,6 @@ pub async fn password(
         .get(&me.claims.client_id)
         .await?
         .ok_or_else(Problem::not_found)?;
-    let ip = state.limits.client_ip(peer.ip(), &headers);
     let own = format!("acct-{}", me.user.id);
     let ok = crate::authn::check_password(
         &state,

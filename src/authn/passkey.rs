@@ -50,10 +50,7 @@ pub async fn sign_in(
         return Err(AuthnError::InvalidCredentials);
     };
     let (_, key) = throttle_key(&user.username);
-    let counter = match device(&key) {
-        Some(d) => format!("device:{d}:{key}"),
-        None => key,
-    };
+    let counter = super::counter_key(&key, device);
     let rules = throttle::Rules {
         threshold: tenant.policy.lockout_threshold(),
         max_delay: tenant.policy.lockout_max_delay(),

@@ -131,6 +131,8 @@ pub fn router(state: AppState) -> Router {
             post(oidc::login::enroll_webauthn_options),
         )
         .route("/login/enroll/webauthn", post(oidc::login::enroll_webauthn))
+        // Checks the current password like a sign-in.
+        .route("/account/password", post(account::password))
         .route_layer(middleware::from_fn_with_state(state.clone(), ratelimit::per_ip));
     let tenant = Router::new()
         .route(
@@ -155,7 +157,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/account/webauthn/register", post(account::webauthn::register))
         .route("/account/recovery-codes", post(account::recovery_codes))
-        .route("/account/password", post(account::password))
         .route("/account/sessions", get(account::sessions))
         .route("/account/sessions/{id}", axum::routing::delete(account::session_delete))
         .route(
