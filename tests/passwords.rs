@@ -432,6 +432,53 @@ async fn legacy_import_logs_in_and_upgrades_every_format() {
     s.stop().await;
 }
 
+/// A wrong password against a cheap imported hash (argon2id m=1024, t=1: well under a
+/// millisecond) must not answer sooner than for an unknown user, which costs a hash at the
+/// tenant's parameters: else the timing tells which accounts exist.
+#[tokio::test]
+async fn a_weak_imported_hash_answers_no_sooner_than_an_unknown_user() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    let fixtures: Vec<Value> = serde_json::from_str(include_str!("fixtures/legacy_hashes.json")).unwrap();
+    let weak = &fixtures[0]["hash"];
+    assert!(weak.as_str().unwrap().starts_with("$argon2id$v=19$m=1024,t=1,"));
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            &admin,
+            Some(json!({"users": [{"username": "olduser", "password_hash": weak}]})),
+        )
+        .await;
+    assert_eq!((st.as_u16(), &b[0]["status"]), (200, &json!("created")), "{b}");
+    let timed = |user: String| {
+        let (s, id, secret) = (&s, &id, &secret);
+        async move {
+            let t = std::time::Instant::now();
+            let r = s.authn("bank", id, secret, &user, "definitely-wrong-pw").await;
+            assert_eq!(r.status(), 401);
+            t.elapsed()
+        }
+    };
+    timed("warm-up".into()).await;
+    // Four rounds: under the throttle's threshold (5), so no attempt is delayed by it.
+    let (mut known, mut unknown) = (vec![], vec![]);
+    for i in 0..4 {
+        unknown.push(timed(format!("ghost{i}")).await);
+        known.push(timed("olduser".into()).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[2], unknown[2]);
+    assert!(
+        k.as_secs_f64() >= 0.6 * u.as_secs_f64(),
+        "existing user with a weak hash: {k:?}, unknown user: {u:?}"
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn a_full_queue_sheds_with_503_and_other_tenants_keep_their_share() {
     let tmp = tempfile::tempdir().unwrap();

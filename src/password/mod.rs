@@ -9,6 +9,7 @@ pub mod pool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -49,9 +50,16 @@ pub struct Passwords {
     default: Argon2Policy,
     max_m_kib: u32,
     /// Dummy hashes per parameter set: unknown users cost one full hash at the tenant's cost.
-    dummies: Mutex<HashMap<Argon2Policy, String>>,
+    dummies: Mutex<HashMap<Argon2Policy, Dummy>>,
     /// Password verifications performed (tests and metrics read it).
     pub verifications: AtomicU64,
+}
+
+/// A dummy hash, and how long one hash at its parameters took on a worker (a running average).
+#[derive(Clone)]
+struct Dummy {
+    phc: String,
+    cost: Duration,
 }
 
 /// The outcome of checking a stored hash.
@@ -76,6 +84,10 @@ impl Passwords {
 
     /// Checks `password` against a user's stored hash — or, for an unknown user or one without
     /// a password, against a dummy hash at the same cost, so both take the same time.
+    ///
+    /// A wrong password against a hash cheaper than the tenant's parameters (imported, or made
+    /// before the policy was raised) would answer sooner than for an unknown user and so reveal
+    /// that the account exists: such a failure waits out the difference (`pad`).
     pub async fn check(
         &self,
         tenant: &Tenant,
@@ -87,11 +99,15 @@ impl Passwords {
         let params = self.params_for(tenant);
         match stored {
             Some((phc, Some(version))) => {
-                let ok = self.verify(&tenant.id, phc, version, password).await?;
+                let (ok, spent) = self.verify_timed(&tenant.id, phc, version, password).await?;
+                let current_params = same_params(phc, params);
+                if !ok && !current_params {
+                    self.pad(tenant, params, spent).await?;
+                }
                 let current = self.keyring.current_pepper().0 as i64;
                 Ok(Checked {
                     ok,
-                    upgrade: ok && (version != current || !same_params(phc, params)),
+                    upgrade: ok && (version != current || !current_params),
                 })
             }
             Some((legacy_hash, None)) => {
@@ -99,18 +115,18 @@ impl Passwords {
                     argon2_max_m_kib: self.max_m_kib,
                 };
                 let (h, pw) = (legacy_hash.to_string(), Zeroizing::new(password.as_bytes().to_vec()));
-                let ok = self
+                let (ok, spent) = self
                     .pool
-                    .run(&tenant.id, move |_| legacy::verify(&h, &pw, &limits))
-                    .await?
-                    .map_err(|_| PasswordError::Malformed)?;
+                    .run(&tenant.id, move |_| timed(|| legacy::verify(&h, &pw, &limits)))
+                    .await?;
+                let ok = ok.map_err(|_| PasswordError::Malformed)?;
+                if !ok {
+                    self.pad(tenant, params, spent).await?;
+                }
                 Ok(Checked { ok, upgrade: ok })
             }
             None => {
-                let dummy = self.dummy(tenant, params).await?;
-                let _ = self
-                    .verify(&tenant.id, &dummy, self.keyring.current_pepper().0 as i64, password)
-                    .await?;
+                self.verify_dummy(tenant, params, password).await?;
                 Ok(Checked {
                     ok: false,
                     upgrade: false,
@@ -119,16 +135,45 @@ impl Passwords {
         }
     }
 
-    async fn dummy(&self, tenant: &Tenant, params: Argon2Policy) -> Result<String, PasswordError> {
+    /// One verification against the dummy hash at `params`, updating its measured cost.
+    async fn verify_dummy(&self, tenant: &Tenant, params: Argon2Policy, password: &str) -> Result<(), PasswordError> {
+        let dummy = self.dummy(tenant, params).await?;
+        let version = self.keyring.current_pepper().0 as i64;
+        let (_, spent) = self.verify_timed(&tenant.id, &dummy.phc, version, password).await?;
+        if let Some(d) = self.dummies.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&params) {
+            d.cost = (d.cost * 7 + spent) / 8;
+        }
+        Ok(())
+    }
+
+    /// Waits until a failed check that spent `spent` on a worker has taken as long as one hash
+    /// at `params`. The wait is a timer, not a worker: padding costs no hashing capacity.
+    async fn pad(&self, tenant: &Tenant, params: Argon2Policy, spent: Duration) -> Result<(), PasswordError> {
+        let full = self.dummy(tenant, params).await?.cost;
+        if let Some(rest) = full.checked_sub(spent) {
+            tokio::time::sleep(rest).await;
+        }
+        Ok(())
+    }
+
+    async fn dummy(&self, tenant: &Tenant, params: Argon2Policy) -> Result<Dummy, PasswordError> {
         if let Some(d) = self.dummies.lock().unwrap_or_else(|e| e.into_inner()).get(&params) {
             return Ok(d.clone());
         }
-        let d = self.hash(tenant, "unicred dummy password").await?.phc;
+        let (_, pepper) = self.keyring.current_pepper();
+        let (phc, cost) = self
+            .pool
+            .run(&tenant.id, move |scratch| {
+                timed(|| hash_with(scratch, &pepper[..], params, b"unicred dummy password"))
+            })
+            .await?;
+        let dummy = Dummy { phc: phc?, cost };
         self.dummies
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(params, d.clone());
-        Ok(d)
+            .entry(params)
+            .or_insert(dummy.clone());
+        Ok(dummy)
     }
 
     /// The Argon2 cost for a tenant: its policy, else the platform default.
@@ -160,18 +205,37 @@ impl Passwords {
         pepper_version: i64,
         password: &str,
     ) -> Result<bool, PasswordError> {
+        Ok(self.verify_timed(tenant_id, phc, pepper_version, password).await?.0)
+    }
+
+    /// `verify`, and the time the hash took on its worker (without the queue's wait).
+    async fn verify_timed(
+        &self,
+        tenant_id: &str,
+        phc: &str,
+        pepper_version: i64,
+        password: &str,
+    ) -> Result<(bool, Duration), PasswordError> {
         let pepper = u32::try_from(pepper_version)
             .ok()
             .and_then(|v| self.keyring.pepper(v))
             .ok_or(PasswordError::Malformed)?;
         let phc = phc.to_string();
         let password = Zeroizing::new(password.as_bytes().to_vec());
-        self.pool
+        let (ok, spent) = self
+            .pool
             .run(tenant_id, move |scratch| {
-                verify_with(scratch, &pepper[..], &phc, &password)
+                timed(|| verify_with(scratch, &pepper[..], &phc, &password))
             })
-            .await?
+            .await?;
+        Ok((ok?, spent))
     }
+}
+
+fn timed<R>(f: impl FnOnce() -> R) -> (R, Duration) {
+    let start = Instant::now();
+    let r = f();
+    (r, start.elapsed())
 }
 
 /// Whether a peppered PHC string was made with exactly `p` (Argon2id, v19).
