@@ -266,6 +266,31 @@ async fn confidential_code_flow_with_pkce_refresh_rotation_and_reuse_detection()
     t.s.stop().await;
 }
 
+/// A revocation that raced a rotation and missed the token the rotation inserted (PostgreSQL,
+/// READ COMMITTED): the family has a revoked token, so the survivor is refused too.
+#[tokio::test]
+async fn a_refresh_token_that_escaped_its_familys_revocation_is_refused() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let (verifier, challenge) = pkce();
+    let mut b = Browser::new();
+    let extra = [("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
+    let p = t.login(&mut b, &id, &extra, "alice", PW).await;
+    let (st, tok) = t.exchange(&id, Some(&secret), &code_of(&p), Some(&verifier)).await;
+    assert_eq!(st, 200, "{tok}");
+    let (st, r2) = t.refresh(&id, &secret, tok["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(st, 200, "{r2}");
+    // What the racing revocation did: it revoked the family's rows it saw (the used one).
+    let revoked = sqlx::query("update refresh_tokens set revoked_at = 1 where used_at is not null")
+        .execute(&t.s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(revoked.rows_affected(), 1);
+    let (st, e) = t.refresh(&id, &secret, r2["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    t.s.stop().await;
+}
+
 /// A code replayed while its first redemption is still issuing tokens: what that redemption
 /// issues does not last either (RFC 6749 §4.1.2).
 #[tokio::test]

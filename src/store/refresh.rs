@@ -57,11 +57,16 @@ pub enum Used {
 }
 
 /// Marks the token used, once, inside the caller's transaction.
+///
+/// A family with any revoked token is dead as a whole. On PostgreSQL (READ COMMITTED) a
+/// revocation racing a rotation misses the token that rotation inserts, as the revoking
+/// UPDATE sees only rows that existed when it started; this check refuses that token.
 pub async fn use_token(tx: &mut sqlx::Transaction<'static, sqlx::Any>, token_hash: &str) -> Result<Used> {
     let t = now();
     let fresh: Option<RefreshRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update refresh_tokens set used_at = $1 where token_hash = $2 and used_at is null and revoked_at is null \
-         and expires_at > $1 returning {COLS}"
+         and expires_at > $1 and not exists (select 1 from refresh_tokens o \
+         where o.family_id = refresh_tokens.family_id and o.revoked_at is not null) returning {COLS}"
     )))
     .bind(t)
     .bind(token_hash)
