@@ -404,7 +404,7 @@ async fn browser_passkey(passwordless: bool) -> Value {
         .client(
             &admin,
             TENANT,
-            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["account"]}),
         )
         .await;
     let r: Value = s

@@ -47,7 +47,7 @@ async fn setup() -> T {
         .client(
             &admin,
             "bank",
-            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["account"]}),
         )
         .await;
     T { s, admin, id, secret }
@@ -542,6 +542,40 @@ async fn account_changes_need_a_recent_authentication() {
         .0,
         401
     );
+    // Only a client registered with the `account` scope may ask for it.
+    let (app, app_secret) =
+        t.s.client(
+            &t.admin,
+            "bank",
+            json!({"name": "app", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+        )
+        .await;
+    let r: Value =
+        t.s.http
+            .post(format!("{}/t/bank/authn", t.s.url))
+            .basic_auth(&app, Some(&app_secret))
+            .json(&json!({"username": "alice", "password": PW}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let r =
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&app, Some(&app_secret))
+            .form(&[
+                ("grant_type", "urn:unicred:grant-type:login-ticket"),
+                ("login_ticket", r["login_ticket"].as_str().unwrap()),
+                ("scope", "openid account"),
+            ])
+            .send()
+            .await
+            .unwrap();
+    let st = r.status().as_u16();
+    let b: Value = r.json().await.unwrap();
+    assert_eq!((st, b["error"].as_str()), (400, Some("invalid_scope")), "{b}");
     // Password change: wrong current password refused; a fresh sign-in can change it.
     let fresh = t.account_token("alice").await;
     let (code, _, _) = t

@@ -274,7 +274,10 @@ async fn a_refresh_token_that_escaped_its_familys_revocation_is_refused() {
     let (id, secret) = t.app(json!({})).await;
     let (verifier, challenge) = pkce();
     let mut b = Browser::new();
-    let extra = [("code_challenge", challenge.as_str()), ("code_challenge_method", "S256")];
+    let extra = [
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
     let p = t.login(&mut b, &id, &extra, "alice", PW).await;
     let (st, tok) = t.exchange(&id, Some(&secret), &code_of(&p), Some(&verifier)).await;
     assert_eq!(st, 200, "{tok}");

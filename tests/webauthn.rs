@@ -31,7 +31,7 @@ async fn setup() -> T {
         .client(
             &admin,
             "bank",
-            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"]}),
+            json!({"name": "be", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["account"]}),
         )
         .await;
     T { s, admin, id, secret }

@@ -13,8 +13,11 @@ use crate::tokens::jwt;
 
 use super::token::TokenResponse;
 
-/// Scopes a user token may carry besides the client's own (never the admin scopes).
-pub const USER_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "account"];
+/// Scopes a user token may carry besides the client's own (never the admin scopes). `account`
+/// (the self-service API: factors, recovery codes, sessions) is not among them: only clients
+/// registered with it may ask for it, else any app of the tenant could get a signed-in user's
+/// token for it silently (prompt=none) and enrol its own second factor.
+pub const USER_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
 /// The requested scopes, each a user scope or one of the client's non-admin scopes.
 pub fn user_scopes(client: &Client, requested: &str) -> Result<Vec<String>, OAuthError> {

@@ -251,7 +251,7 @@ impl Server {
         self.client(
             admin,
             tenant,
-            json!({"name": "backend", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["accounts:read"]}),
+            json!({"name": "backend", "authn_api": true, "grant_types": ["urn:unicred:grant-type:login-ticket"], "scopes": ["accounts:read", "account"]}),
         )
         .await
     }
