@@ -143,7 +143,10 @@ pub async fn update(
         &t.id,
         "client.updated",
         None,
-        serde_json::json!({"before": before, "after": view(&c, None)}),
+        super::changes::changes(
+            &serde_json::to_value(before).unwrap_or_default(),
+            &serde_json::to_value(view(&c, None)).unwrap_or_default(),
+        ),
     )
     .await?;
     Ok(Json(view(&c, None)))

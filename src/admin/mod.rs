@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod clients;
 pub mod keys;
 pub mod tenants;
@@ -86,8 +87,9 @@ pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, view
     }
 }
 
-/// Records a management change (who, what; before/after for non-personal fields). The change
-/// is acknowledged only once its event committed.
+/// Records a management change (who, what; before/after for non-personal fields), its data
+/// bounded to fit an event (`changes::bounded`). The change is acknowledged only once its
+/// event committed.
 pub async fn audit(
     state: &AppState,
     who: &Principal,
@@ -98,7 +100,7 @@ pub async fn audit(
 ) -> Result<(), Problem> {
     let mut e = crate::audit::Event::new(tenant_id, kind)
         .actor(who.client_id())
-        .data(data);
+        .data(changes::bounded(data));
     if let Some(u) = user_id {
         e = e.user(u);
     }

@@ -118,6 +118,7 @@ pub async fn update(
     Json(body): Json<TenantPatch>,
 ) -> Result<Json<TenantView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
+    let before = serde_json::json!({"name": t.name, "policy": t.policy});
     let mut policy = t.policy.clone();
     let mut name = t.name.clone();
     if let Some(n) = body.name {
@@ -148,7 +149,7 @@ pub async fn update(
         &t.id,
         "tenant.updated",
         None,
-        serde_json::json!({"after": {"name": t.name, "policy": t.policy}}),
+        super::changes::changes(&before, &serde_json::json!({"name": t.name, "policy": t.policy})),
     )
     .await?;
     Ok(Json(view(&state, &t)))

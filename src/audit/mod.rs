@@ -35,7 +35,7 @@ const YIELDS: usize = 4;
 /// Events waiting for the writer at most; `record` waits for room beyond that.
 const QUEUE: usize = 10_000;
 /// Limits on what a caller can put in one event.
-const MAX_DATA_BYTES: usize = 8192;
+pub const MAX_DATA_BYTES: usize = 8192;
 const MAX_FIELD: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
