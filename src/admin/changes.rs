@@ -30,7 +30,7 @@ fn diff(before: &Value, after: &Value) -> Option<(Value, Value)> {
                     ao.insert(k.clone(), y);
                 }
             }
-            (!bo.is_empty()).then(|| (Value::Object(bo), Value::Object(ao)))
+            (!bo.is_empty()).then_some((Value::Object(bo), Value::Object(ao)))
         }
         _ => (before != after).then(|| (before.clone(), after.clone())),
     }
