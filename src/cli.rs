@@ -258,12 +258,11 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Keys(KeysCmd::RotateMaster) => {
             let state = AppState::build(config).await?;
             let v = state.keyring.rotate(&state.db, Kind::Master).await?;
-            let n = state.keys.reencrypt_all().await?;
-            println!("master key v{v}; re-encrypted {n} signing keys");
-            report(
-                "signing keys by master version",
-                store::keys::count_by_master_version(&state.db).await?,
-            );
+            println!("master key v{v}");
+            for (what, n, by_version) in reencrypt_secrets(&state).await? {
+                println!("re-encrypted {n} {what}");
+                report(&format!("{what} by master version"), by_version);
+            }
         }
         Command::Keys(KeysCmd::RotatePepper) => {
             let state = AppState::build(config).await?;
@@ -337,6 +336,33 @@ fn report(what: &str, rows: Vec<(i64, i64)>) {
             rows.join(", ")
         }
     );
+}
+
+/// After a master-key rotation: every secret encrypted under an older master version (signing
+/// keys, audit checkpoint keys, TOTP seeds) re-encrypted under the current one. For each kind:
+/// how many were re-encrypted, and how many are under each version now (an old version may be
+/// removed from `keys/` once nothing is under it).
+pub async fn reencrypt_secrets(state: &AppState) -> Result<Vec<(&'static str, u64, Vec<(i64, i64)>)>, Failure> {
+    let signing = state.keys.reencrypt_all().await?;
+    let audit = crate::audit::reencrypt_keys(&state.db, &state.keyring).await?;
+    let seeds = crate::mfa::reencrypt_seeds(&state.db, &state.keyring).await?;
+    Ok(vec![
+        (
+            "signing keys",
+            signing as u64,
+            store::keys::count_by_master_version(&state.db).await?,
+        ),
+        (
+            "audit keys",
+            audit,
+            store::audit::count_keys_by_master_version(&state.db).await?,
+        ),
+        (
+            "TOTP seeds",
+            seeds,
+            store::factors::count_seeds_by_master_version(&state.db).await?,
+        ),
+    ])
 }
 
 /// Ensures the system tenant and its platform-admin client; issues a fresh secret.

@@ -287,6 +287,37 @@ async fn totp_sign_in_with_replay_and_skew_rules() {
     t.s.stop().await;
 }
 
+/// `keys rotate-master` re-encrypts every secret under the old master key — TOTP seeds and
+/// audit checkpoint keys as well as signing keys — and TOTP keeps working afterwards.
+#[tokio::test]
+async fn master_key_rotation_reencrypts_totp_seeds_and_audit_keys() {
+    let t = setup().await;
+    let (secret, _, base) = t.enrol("alice").await;
+    let tenant = t.s.state.tenants.by_slug("bank").await.unwrap().unwrap();
+    t.s.state.audit.checkpoint(&tenant.id).await.unwrap();
+    let v =
+        t.s.state
+            .keyring
+            .rotate(&t.s.state.db, unicred::crypto::keyring::Kind::Master)
+            .await
+            .unwrap();
+    assert_eq!(v, 2);
+    let report = unicred::cli::reencrypt_secrets(&t.s.state).await.unwrap();
+    for (what, n, by_version) in report {
+        assert!(n >= 1, "{what}: none re-encrypted");
+        assert_eq!(by_version.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [2], "{what}");
+    }
+    let st = t.signin("alice").await["state_token"].as_str().unwrap().to_string();
+    let (code, ok) = t
+        .post(
+            "/authn/factors/totp",
+            json!({"state_token": st, "code": totp(&secret, base + 30)}),
+        )
+        .await;
+    assert_eq!(code, 200, "the seed decrypts under the new master key: {ok}");
+    t.s.stop().await;
+}
+
 #[tokio::test]
 async fn recovery_codes_are_single_use_and_malformed_factors_change_nothing() {
     let t = setup().await;

@@ -148,6 +148,22 @@ pub async fn pending_totp(
     enrolment(f.id.clone(), &seed, &t).map(Some)
 }
 
+/// After a master-key rotation: every TOTP seed under an older master version, re-encrypted
+/// under the current one. Returns how many.
+pub async fn reencrypt_seeds(db: &crate::store::Db, keyring: &crate::crypto::Keyring) -> Result<u64, MfaError> {
+    let current = keyring.current_version(crate::crypto::keyring::Kind::Master);
+    let mut n = 0;
+    for (id, tenant_id, ct) in store::factors::seeds_not_under(db, current as i64).await? {
+        let seed = keyring
+            .decrypt(Purpose::TotpSeed, &tenant_id, &id, &ct)
+            .map_err(|e| MfaError::Internal(e.to_string()))?;
+        let (ct, v) = keyring.encrypt(Purpose::TotpSeed, &tenant_id, &id, &seed[..]);
+        store::factors::reencrypt_seed(db, &id, &ct, v as i64).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Checks a TOTP code against the user's confirmed factors (or one pending factor):
 /// ±1 step of skew, and a step at or before the last accepted one is refused (replay).
 pub async fn check_totp(

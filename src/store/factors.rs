@@ -38,6 +38,34 @@ pub async fn create(db: &Db, f: &FactorRow, master_version: i64) -> Result<()> {
 
 /// Drops the user's unconfirmed factors of `kind`: a new enrolment replaces an abandoned one,
 /// so a user cannot pile up pending rows.
+/// TOTP seeds encrypted under a master version other than `current`: (id, tenant, ciphertext).
+pub async fn seeds_not_under(db: &Db, current: i64) -> Result<Vec<(String, String, Vec<u8>)>> {
+    Ok(sqlx::query_as(
+        "select id, tenant_id, secret_ct from factors where secret_ct is not null and master_version <> $1",
+    )
+    .bind(current)
+    .fetch_all(&db.pool)
+    .await?)
+}
+
+pub async fn reencrypt_seed(db: &Db, id: &str, ct: &[u8], master_version: i64) -> Result<()> {
+    sqlx::query("update factors set secret_ct = $1, master_version = $2 where id = $3")
+        .bind(ct)
+        .bind(master_version)
+        .bind(id)
+        .execute(&db.pool)
+        .await?;
+    Ok(())
+}
+
+pub async fn count_seeds_by_master_version(db: &Db) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "select master_version, count(*) from factors where secret_ct is not null group by master_version order by 1",
+    )
+    .fetch_all(&db.pool)
+    .await?)
+}
+
 pub async fn delete_pending(db: &Db, tenant_id: &str, user_id: &str, kind: &str) -> Result<u64> {
     Ok(
         sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and kind = $3 and confirmed = 0")
