@@ -39,20 +39,33 @@ impl RateLimits {
     }
 
     /// The rightmost `X-Forwarded-For` hop that is not a trusted proxy; the TCP peer when it
-    /// is not itself a trusted proxy.
+    /// is not itself a trusted proxy. Each hop was written by the trusted proxy to its right;
+    /// an entry that is not a bare IP (`ip:port`, `unknown`, an unreadable header) ends the
+    /// walk at the last trusted hop, as nothing left of it can be trusted. IPv4-mapped IPv6
+    /// addresses (a dual-stack listener's peers) count as their IPv4 address.
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = |ip: &IpAddr| self.trusted.iter().any(|n| n.contains(ip));
-        if !trusted(&peer) {
-            return peer;
+        let mut client = peer.to_canonical();
+        if !trusted(&client) {
+            return client;
         }
-        let hops: Vec<IpAddr> = headers
+        let values: Vec<Option<&str>> = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|h| h.trim().parse().ok())
+            .map(|v| v.to_str().ok())
             .collect();
-        hops.iter().rev().find(|ip| !trusted(ip)).copied().unwrap_or(peer)
+        let hops = values.iter().rev().flat_map(|v| match v {
+            Some(v) => v.rsplit(',').map(|h| h.trim().parse::<IpAddr>().ok()).collect(),
+            None => vec![None],
+        });
+        for hop in hops {
+            match hop.map(|ip| ip.to_canonical()) {
+                Some(ip) if trusted(&ip) => client = ip,
+                Some(ip) => return ip,
+                None => return client,
+            }
+        }
+        client
     }
 
     /// `Err(seconds to wait)` when `client_id` is over its `/authn` budget.
@@ -154,5 +167,30 @@ mod tests {
         assert_eq!(l.client_ip("10.0.0.2".parse().unwrap(), &h).to_string(), "5.6.7.8");
         // An untrusted peer's header is ignored.
         assert_eq!(l.client_ip("9.9.9.9".parse().unwrap(), &h).to_string(), "9.9.9.9");
+        // A dual-stack listener's IPv4-mapped peer is the trusted proxy it is.
+        assert_eq!(
+            l.client_ip("::ffff:10.0.0.2".parse().unwrap(), &h).to_string(),
+            "5.6.7.8"
+        );
+        // A hop the proxy wrote that is not a bare IP: the client cannot pick its address by
+        // putting one further left; the walk stops at the last trusted hop.
+        for garbage in [
+            "7.7.7.7, 5.6.7.8:4711",
+            "7.7.7.7, unknown",
+            "7.7.7.7, [2001:db8::1]:443",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", garbage.parse().unwrap());
+            assert_eq!(
+                l.client_ip("10.0.0.2".parse().unwrap(), &h).to_string(),
+                "10.0.0.2",
+                "{garbage}"
+            );
+        }
+        // Two headers: the last one is the nearest proxy's.
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", "7.7.7.7".parse().unwrap());
+        h.append("x-forwarded-for", "5.6.7.8, 10.1.1.1".parse().unwrap());
+        assert_eq!(l.client_ip("10.0.0.2".parse().unwrap(), &h).to_string(), "5.6.7.8");
     }
 }
