@@ -99,7 +99,8 @@ enum KeysCmd {
     Rotate {
         #[arg(long)]
         tenant: String,
-        /// Remove the current keys from the JWKS now (tokens they signed stop validating).
+        /// Withdraw every key of the tenant now (current, retired and next; tokens they signed
+        /// stop validating) and sign with fresh ones.
         #[arg(long)]
         emergency: bool,
     },

@@ -185,8 +185,8 @@ async fn key_rotation_keeps_old_tokens_and_emergency_revokes_them() {
     );
     assert_eq!(
         s.introspect(&t, &id, &secret, &a).await["active"],
-        true,
-        "the earlier retired key is unaffected"
+        false,
+        "the earlier retired key leaves too: the leak may predate the last rotation"
     );
     let jwks: Value = s
         .http
@@ -197,7 +197,30 @@ async fn key_rotation_keeps_old_tokens_and_emergency_revokes_them() {
         .json()
         .await
         .unwrap();
-    assert!(!jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == kid(&b)));
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(!published.contains(&kid(&b).as_str()) && !published.contains(&kid(&a).as_str()));
+    // No key that existed before the emergency signs or is published: not even `next`.
+    let before: Vec<String> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        published.iter().all(|k| !before.iter().any(|b| b == k)),
+        "{published:?} / {before:?}"
+    );
+    let (_, c) = s.token(&t, &id, &secret, &[]).await;
+    let c = kid(c["access_token"].as_str().unwrap());
+    assert!(
+        published.contains(&c.as_str()) && !before.contains(&c),
+        "a fresh key signs"
+    );
     s.stop().await;
 }
 

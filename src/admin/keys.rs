@@ -23,7 +23,8 @@ pub struct KeyView {
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateBody {
-    /// Remove the current keys from the JWKS at once: tokens they signed stop validating.
+    /// Withdraw every key of the tenant at once (current, retired and next) and sign with fresh
+    /// ones: tokens the old keys signed stop validating.
     #[serde(default)]
     pub emergency: bool,
 }

@@ -182,10 +182,18 @@ impl KeyService {
     }
 
     /// Promotes every algorithm's `next` key. The old `current` stays published until the
-    /// longest-lived token it can have signed expires — or, with `emergency`, leaves now.
+    /// longest-lived token it can have signed expires.
+    ///
+    /// With `emergency`, every key of the tenant leaves now — `current`, the `retired` ones
+    /// (the leak may predate the last rotation) and `next` (stored beside the others, so it
+    /// may have leaked with them) — and freshly generated keys take over. Tokens they signed
+    /// stop validating at once.
     pub async fn rotate(&self, tenant_id: &str, emergency: bool) -> Result<(), KeysError> {
         let mut fresh = Vec::new();
         for alg in Alg::ALL {
+            if emergency {
+                fresh.push(self.generate(tenant_id, alg, "current").await?);
+            }
             fresh.push(self.generate(tenant_id, alg, "next").await?);
         }
         let now = store::now();
@@ -193,12 +201,12 @@ impl KeyService {
         let mut tx = self.db.begin_write().await?;
         for r in &rows {
             match (r.state.as_str(), emergency) {
-                ("current", true) => store::keys::delete(&mut *tx, &r.kid).await?,
+                (_, true) => store::keys::delete(&mut *tx, &r.kid).await?,
                 ("current", false) => {
                     let until = now + MAX_TOKEN_TTL as i64 + CLOCK_SKEW;
                     store::keys::set_state(&mut *tx, &r.kid, "retired", Some(until)).await?
                 }
-                ("next", _) => store::keys::set_state(&mut *tx, &r.kid, "current", None).await?,
+                ("next", false) => store::keys::set_state(&mut *tx, &r.kid, "current", None).await?,
                 _ => {}
             }
         }
