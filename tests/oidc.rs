@@ -555,6 +555,61 @@ async fn consent_is_asked_once_and_can_be_denied() {
     t.s.stop().await;
 }
 
+/// What an app was granted ends when it can no longer be granted: withdrawing the consent
+/// (account API) revokes the app's refresh tokens, and a scope an admin took from the client
+/// is not refreshed.
+#[tokio::test]
+async fn refresh_follows_withdrawn_consent_and_scopes() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({"consent_required": true})).await;
+    let mut b = Browser::new();
+    let scope = [("scope", "openid offline_access accounts:read")];
+    let p = t.login(&mut b, &id, &scope, "alice", PW).await;
+    let page = b
+        .get(&p.location.unwrap().replace("http://localhost", "http://127.0.0.1"))
+        .await;
+    let (tx, csrf) = (hidden(&page.body, "tx"), hidden(&page.body, "csrf"));
+    let p = b
+        .post(
+            &format!("{}/t/bank/consent", t.s.url),
+            &[("tx", &tx), ("csrf", &csrf), ("decision", "allow")],
+        )
+        .await;
+    let (st, tok) = t.exchange(&id, Some(&secret), &code_of(&p), None).await;
+    assert_eq!(st, 200, "{tok}");
+    assert_eq!(tok["scope"], "openid offline_access accounts:read");
+    // The admin takes `accounts:read` from the app: the next refresh leaves it out.
+    let (st, c) =
+        t.s.admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/bank/clients/{id}"),
+            &t.admin,
+            Some(json!({"scopes": []})),
+        )
+        .await;
+    assert_eq!(st, 200, "{c}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // client cache: 1 s
+    let (st, r) = t.refresh(&id, &secret, tok["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["scope"], "openid offline_access");
+    // Alice withdraws her consent through the account API (first-party app, SSO).
+    let (acct, acct_secret) = t.app(json!({"scopes": ["account"]})).await;
+    let p = b.get(&t.authorize_url(&acct, &[("scope", "openid account")])).await;
+    let (st, at) = t.exchange(&acct, Some(&acct_secret), &code_of(&p), None).await;
+    assert_eq!(st, 200, "{at}");
+    let r2 =
+        t.s.http
+            .delete(format!("{}/t/bank/account/consents/{id}", t.s.url))
+            .bearer_auth(at["access_token"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r2.status(), 204);
+    let (st, e) = t.refresh(&id, &secret, r["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((st, e["error"].as_str()), (400, Some("invalid_grant")), "{e}");
+    t.s.stop().await;
+}
+
 /// Login CSRF: anyone can start a sign-in and read its form, so a form must work only in the
 /// browser that started it (else a page could sign a victim's browser in to the attacker's
 /// account), and a sign-in's form must not answer a consent (else `prompt=login` is skipped).

@@ -329,6 +329,8 @@ pub async fn consent_delete(
     if !store::consents::delete(&state.db, &me.tenant.id, &me.user.id, &client_id).await? {
         return Err(Problem::not_found());
     }
+    // What the app was granted ends with the consent: no more refreshing.
+    store::refresh::revoke_for_client(&state.db, &me.tenant.id, &me.user.id, &client_id).await?;
     me.audit(&state, "consent.revoked", serde_json::json!({"client_id": client_id}))
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -215,10 +215,12 @@ pub async fn refresh_token(
         tx.commit().await.map_err(store::StoreError::from)?;
         return Err(invalid());
     };
+    // The family's scopes that the client may still ask for: a scope an admin has since taken
+    // from the client is not refreshed.
     let granted: Vec<String> = row
         .scope
         .split(' ')
-        .filter(|s| !s.is_empty())
+        .filter(|s| !s.is_empty() && user_tokens::user_scopes(client, s).is_ok())
         .map(String::from)
         .collect();
     let scopes = match form.get("scope") {

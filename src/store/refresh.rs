@@ -95,6 +95,21 @@ pub async fn revoke_family<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(e: E
     Ok(())
 }
 
+/// Every refresh token a user holds for one client (the user withdrew the app's consent).
+pub async fn revoke_for_client(db: &Db, tenant_id: &str, user_id: &str, client_id: &str) -> Result<()> {
+    sqlx::query(
+        "update refresh_tokens set revoked_at = $1 \
+         where tenant_id = $2 and user_id = $3 and client_id = $4 and revoked_at is null",
+    )
+    .bind(now())
+    .bind(tenant_id)
+    .bind(user_id)
+    .bind(client_id)
+    .execute(&db.pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn revoke_session(db: &Db, session_id: &str) -> Result<()> {
     sqlx::query("update refresh_tokens set revoked_at = $1 where session_id = $2 and revoked_at is null")
         .bind(now())
