@@ -285,6 +285,14 @@ async fn tampering_in_the_database_is_detected() {
     )
     .await;
     assert_broken(&verify(&s.state.db, erased).await.unwrap(), first_ip);
+    // Nor does dropping the salt, which would leave a changed IP uncheckable.
+    exec(
+        &s,
+        &format!("update audit_events set ip_salt = null where tenant_id = $1 and seq = {first_ip}"),
+        &[erased],
+    )
+    .await;
+    assert_broken(&verify(&s.state.db, erased).await.unwrap(), first_ip);
 
     // The offline check names the first broken chain.
     let report = verify_all(&s.state.db, Some("swapped")).await.unwrap();

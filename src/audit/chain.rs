@@ -215,9 +215,13 @@ pub(crate) async fn verify_range(
             if hash_of(&prev, row).as_deref() != Some(row.hash.as_str()) {
                 return Ok(Verification::broken(row.seq, "hash mismatch"));
             }
-            if let (Some(ip), Some(salt)) = (&row.ip, &row.ip_salt)
-                && row.ip_commit.as_deref() != Some(ip_commit(salt, ip).as_str())
-            {
+            // An IP is kept with its salt and matches its commitment, or both were erased.
+            let ip_ok = match (&row.ip, &row.ip_salt) {
+                (Some(ip), Some(salt)) => row.ip_commit.as_deref() == Some(ip_commit(salt, ip).as_str()),
+                (None, None) => true,
+                _ => false,
+            };
+            if !ip_ok {
                 return Ok(Verification::broken(row.seq, "ip does not match its commitment"));
             }
             while let Some((s, h)) = cps.next_if(|(s, _)| *s <= row.seq) {
