@@ -297,7 +297,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Audit(AuditCmd::Prune { tenant, before }) => {
             let state = AppState::build(config).await?;
             let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
-            let p = state.audit.prune(&t.id, before).await?;
+            let p = state.audit.prune(&t.id, before, "cli").await?;
             println!(
                 "{}",
                 serde_json::json!({"tenant": t.slug, "deleted": p.deleted, "chain_starts_after": p.base_seq})

@@ -408,19 +408,33 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
 
     // Pruning stops at a checkpoint and the rest still verifies from it.
     record_many(&s.state, &bank, 5).await;
-    let err = s.state.audit.prune(&bank, 30).await.unwrap_err();
+    let err = s.state.audit.prune(&bank, 30, "cli").await.unwrap_err();
     assert!(matches!(err, unicred::audit::AuditError::NoCheckpoint(_)), "{err}");
-    let p = s.state.audit.prune(&bank, 35).await.unwrap();
+    let p = s.state.audit.prune(&bank, 35, "cli").await.unwrap();
     assert_eq!((p.deleted, p.base_seq), (30, 30));
-    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 15);
-    let p = s.state.audit.prune(&bank, 45).await.unwrap();
+    // The pruning itself is an event of the chain (seq 46), naming the new base.
+    let (kind, data): (String, String) =
+        sqlx::query_as("select kind, data from audit_events where tenant_id = $1 and seq = 46")
+            .bind(&bank)
+            .fetch_one(&s.state.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(kind, "audit.pruned");
+    let data: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        (data["base_seq"].as_i64(), data["deleted"].as_i64()),
+        (Some(30), Some(30))
+    );
+    assert_eq!(data["base_hash"], json!(cp["hash"]));
+    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 16);
+    let p = s.state.audit.prune(&bank, 45, "cli").await.unwrap();
     assert_eq!((p.deleted, p.base_seq), (10, 40));
     let v = verify(&s.state.db, &bank).await.unwrap();
-    assert_ok(&v, 5);
-    assert_eq!(v.seq, Some(45));
+    assert_ok(&v, 7);
+    assert_eq!(v.seq, Some(47));
     // Appending and verifying go on after pruning; tampering after the base is still caught.
     record_many(&s.state, &bank, 5).await;
-    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 10);
+    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 12);
     exec(
         &s,
         "delete from audit_events where tenant_id = $1 and seq = 41",

@@ -283,8 +283,9 @@ impl Audit {
 
     /// Retention: deletes the oldest events, up to and including the newest signed checkpoint
     /// before `before_seq`. The chain then verifies from that checkpoint. Refuses when no such
-    /// checkpoint exists or the chain up to it does not verify.
-    pub async fn prune(&self, tenant_id: &str, before_seq: i64) -> Result<Pruned, AuditError> {
+    /// checkpoint exists or the chain up to it does not verify. The pruning is itself recorded
+    /// (`audit.pruned`, by `actor`), so the chain says where it was cut and by whom.
+    pub async fn prune(&self, tenant_id: &str, before_seq: i64, actor: &str) -> Result<Pruned, AuditError> {
         let cp = sa::checkpoint_upto(&self.db, tenant_id, before_seq - 1)
             .await?
             .filter(|c| c.seq > 0)
@@ -310,6 +311,10 @@ impl Audit {
         let deleted = sa::prune(&mut tx, tenant_id, cp.seq, &cp.hash).await?;
         tx.commit().await?;
         tracing::info!(tenant_id, base_seq = cp.seq, deleted, "audit events pruned");
+        let event = Event::new(tenant_id, "audit.pruned")
+            .actor(actor)
+            .data(serde_json::json!({"base_seq": cp.seq, "base_hash": cp.hash, "deleted": deleted}));
+        self.record(event).await?;
         Ok(Pruned {
             deleted,
             base_seq: cp.seq,
