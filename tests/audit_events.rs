@@ -255,3 +255,56 @@ async fn management_changes_of_any_accepted_size_are_recorded() {
     assert_eq!(v["ok"], true, "{v}");
     s.stop().await;
 }
+
+/// Whole-log reads (verify, export) are bounded per process: beyond the permits, 503 with
+/// Retry-After at once, and served again when one is free.
+#[tokio::test]
+async fn whole_log_reads_are_bounded() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let held: Vec<_> = std::iter::from_fn(|| s.state.audit.scan_permit()).collect();
+    assert_eq!(held.len(), 2);
+    for path in ["verify", "export"] {
+        let r = s
+            .http
+            .get(format!("{}/admin/v1/tenants/bank/audit/{path}", s.url))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "{path}");
+        assert_eq!(r.headers()["retry-after"], "1");
+    }
+    drop(held);
+    let (st, v) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/audit/verify", &admin, None)
+        .await;
+    assert_eq!((st.as_u16(), &v["ok"]), (200, &json!(true)), "{v}");
+    // An export holds its permit until its stream ends, then gives it back.
+    let body = s
+        .http
+        .get(format!("{}/admin/v1/tenants/bank/audit/export", s.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.lines().count() >= 1, "{body}");
+    // The server drops the finished stream just after the last byte is sent.
+    let mut free = 0;
+    for _ in 0..100 {
+        // Collected, not counted: each permit must stay held while the next one is taken.
+        free = std::iter::from_fn(|| s.state.audit.scan_permit())
+            .collect::<Vec<_>>()
+            .len();
+        if free == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(free, 2, "every permit is free again");
+    s.stop().await;
+}

@@ -3,6 +3,7 @@
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{Principal, managed_tenant};
@@ -101,7 +102,8 @@ pub struct ExportQuery {
 /// The log as JSON lines (`application/x-ndjson`), one event per line in sequence order,
 /// streamed page by page. Each line holds every hashed field, so it can be re-verified offline.
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}/audit/export", params(("slug" = String, Path), ExportQuery),
-    responses((status = 200, content_type = "application/x-ndjson", body = StoredEvent)))]
+    responses((status = 200, content_type = "application/x-ndjson", body = StoredEvent),
+        (status = 503, description = "too many whole-log reads at once; see Retry-After")))]
 pub async fn export(
     State(state): State<AppState>,
     who: Principal,
@@ -109,7 +111,11 @@ pub async fn export(
     Query(q): Query<ExportQuery>,
 ) -> Result<Response, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
-    let stream = audit::export(state.db.clone(), t.id.clone(), q.from.unwrap_or(1), q.to);
+    let permit = state.audit.scan_permit().ok_or_else(Problem::busy)?;
+    let stream = audit::export(state.db.clone(), t.id.clone(), q.from.unwrap_or(1), q.to).map(move |page| {
+        let _held_until_the_stream_ends = &permit;
+        page
+    });
     let mut r = axum::body::Body::from_stream(stream).into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -119,13 +125,15 @@ pub async fn export(
 /// Verifies the tenant's hash chain: `{"ok":true,"events","seq","head"}` or
 /// `{"ok":false,"broken_at","reason"}`.
 #[utoipa::path(get, path = "/admin/v1/tenants/{slug}/audit/verify", params(("slug" = String, Path)),
-    responses((status = 200, body = Verification)))]
+    responses((status = 200, body = Verification),
+        (status = 503, description = "too many whole-log reads at once; see Retry-After")))]
 pub async fn verify(
     State(state): State<AppState>,
     who: Principal,
     Path(slug): Path<String>,
 ) -> Result<Json<Verification>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
+    let _permit = state.audit.scan_permit().ok_or_else(Problem::busy)?;
     Ok(Json(audit::verify(&state.db, &t.id).await?))
 }
 

@@ -34,6 +34,8 @@ const MAX_BATCH: usize = 1000;
 const YIELDS: usize = 4;
 /// Events waiting for the writer at most; `record` waits for room beyond that.
 const QUEUE: usize = 10_000;
+/// Whole-log reads (verify, export) running at once per process at most.
+const SCANS: usize = 2;
 /// Limits on what a caller can put in one event.
 pub const MAX_DATA_BYTES: usize = 8192;
 const MAX_FIELD: usize = 256;
@@ -154,6 +156,7 @@ pub struct Audit {
     tx: mpsc::Sender<Pending>,
     db: Db,
     keyring: Arc<Keyring>,
+    scans: Arc<tokio::sync::Semaphore>,
 }
 
 impl Audit {
@@ -162,7 +165,19 @@ impl Audit {
     pub fn start(db: Db, keyring: Arc<Keyring>) -> Arc<Audit> {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(writer(db.clone(), rx));
-        Arc::new(Audit { tx, db, keyring })
+        Arc::new(Audit {
+            tx,
+            db,
+            keyring,
+            scans: Arc::new(tokio::sync::Semaphore::new(SCANS)),
+        })
+    }
+
+    /// A permit to read a tenant's whole log (verify, export), if one is free: each such read
+    /// pages through and hashes or serialises every event, so unbounded parallel ones would
+    /// take the database pool and the CPU from sign-ins. Hold it until the read ends.
+    pub fn scan_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.scans.clone().try_acquire_owned().ok()
     }
 
     /// Appends `event` to its tenant's chain; returns once the batch holding it has committed.
