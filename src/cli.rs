@@ -260,14 +260,23 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let state = AppState::build(config).await?;
             let v = state.keyring.rotate(&state.db, Kind::Master).await?;
             println!("master key v{v}");
+            let mut counts = serde_json::Map::new();
             for (what, n, by_version) in reencrypt_secrets(&state).await? {
                 println!("re-encrypted {n} {what}");
                 report(&format!("{what} by master version"), by_version);
+                counts.insert(what.replace(' ', "_").to_lowercase(), n.into());
             }
+            platform_event(
+                &state,
+                "keys.master_rotated",
+                serde_json::json!({"version": v, "reencrypted": counts}),
+            )
+            .await?;
         }
         Command::Keys(KeysCmd::RotatePepper) => {
             let state = AppState::build(config).await?;
             let v = state.keyring.rotate(&state.db, Kind::Pepper).await?;
+            platform_event(&state, "keys.pepper_rotated", serde_json::json!({"version": v})).await?;
             println!("pepper v{v}; hashes move to it at each user's next successful login");
             report(
                 "password hashes by pepper version",
@@ -325,6 +334,15 @@ fn cmd_params(cmd: HashCmd, config: &Config) -> crate::password::bench::Command 
             threads: threads.unwrap_or(config.hash_workers),
         },
     }
+}
+
+/// Records a platform-wide change in the system tenant's chain (once `bootstrap` made it).
+async fn platform_event(state: &AppState, kind: &str, data: serde_json::Value) -> Result<(), Failure> {
+    if let Some(t) = state.tenants.by_slug(crate::tenants::SYSTEM).await? {
+        let e = crate::audit::Event::new(&t.id, kind).actor("cli").data(data);
+        state.audit.record(e).await?;
+    }
+    Ok(())
 }
 
 fn report(what: &str, rows: Vec<(i64, i64)>) {

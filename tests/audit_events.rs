@@ -308,3 +308,34 @@ async fn whole_log_reads_are_bounded() {
     assert_eq!(free, 2, "every permit is free again");
     s.stop().await;
 }
+
+/// Platform-wide key rotations from the CLI land in the system tenant's chain.
+#[tokio::test]
+async fn platform_key_rotations_are_recorded() {
+    let s = Server::start().await;
+    s.admin_token().await; // bootstrap: the system tenant exists
+    for (cmd, kind) in [
+        ("rotate-pepper", "keys.pepper_rotated"),
+        ("rotate-master", "keys.master_rotated"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_unicred"))
+            .args(["keys", cmd])
+            .env_clear()
+            .env("UNICRED_DATABASE_URL", &s.db_url)
+            .env("UNICRED_KEYS_DIR", &s.keys_dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (data,): (String,) = sqlx::query_as(
+            "select e.data from audit_events e join tenants t on t.id = e.tenant_id \
+             where t.slug = 'system' and e.kind = $1 and e.actor = 'cli'",
+        )
+        .bind(kind)
+        .fetch_one(&s.state.db.pool)
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+        let data: Value = serde_json::from_str(&data).unwrap();
+        assert_eq!(data["version"], 2, "{data}");
+    }
+    s.stop().await;
+}
