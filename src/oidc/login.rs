@@ -3,7 +3,9 @@
 
 use axum::Extension;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -129,40 +131,67 @@ fn csrf_ok(tx: &Tx, presented: Option<&str>) -> bool {
     presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(tx.csrf.as_bytes())))
 }
 
-/// The shared start of every form post: the tenant, the fields, the login transaction they
-/// name, its CSRF token checked, and the request checked to come from the browser that
-/// started the transaction, for this purpose.
-async fn posted_form(
-    state: &AppState,
-    slug: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-    purpose: TxPurpose,
-) -> Result<(std::sync::Arc<Tenant>, Vec<(String, String)>, Tx), Response> {
-    let tenant = tenant_or_page(state, slug).await?;
-    let f = form(body);
-    let tx = load_tx(state, &tenant, field(&f, "tx")).await?;
-    if !csrf_ok(&tx, field(&f, "csrf")) || !session::tx_bound(state, &tenant, headers, &tx.id, &tx.csrf, purpose) {
-        return Err(error_page(
-            StatusCode::FORBIDDEN,
-            &tenant.name,
-            "The form has expired. Please try again.",
-        ));
+/// A form post of the login pages, checked: the tenant, the fields, the login transaction
+/// they name, its CSRF token, and that the post comes from the browser that started the
+/// transaction, for this purpose. Handlers take it as [`LoginForm`] or [`ConsentForm`]; a
+/// post that fails a check never reaches them (403 page).
+pub struct Form {
+    tenant: Arc<Tenant>,
+    fields: Vec<(String, String)>,
+    tx: Tx,
+}
+
+/// A [`Form`] posted for a sign-in step.
+pub struct LoginForm(Form);
+/// A [`Form`] posted to the consent page.
+pub struct ConsentForm(Form);
+
+impl FromRequest<AppState> for LoginForm {
+    type Rejection = Response;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        Form::check(req, state, TxPurpose::Login).await.map(LoginForm)
     }
-    Ok((tenant, f, tx))
+}
+
+impl FromRequest<AppState> for ConsentForm {
+    type Rejection = Response;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
+        Form::check(req, state, TxPurpose::Consent).await.map(ConsentForm)
+    }
+}
+
+impl Form {
+    async fn check(req: Request, state: &AppState, purpose: TxPurpose) -> Result<Form, Response> {
+        let (mut parts, body) = req.into_parts();
+        let Path(slug) = Path::<String>::from_request_parts(&mut parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let headers = parts.headers.clone();
+        let body = Bytes::from_request(Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let tenant = tenant_or_page(state, &slug).await?;
+        let fields = form(&body);
+        let tx = load_tx(state, &tenant, field(&fields, "tx")).await?;
+        if !csrf_ok(&tx, field(&fields, "csrf"))
+            || !session::tx_bound(state, &tenant, &headers, &tx.id, &tx.csrf, purpose)
+        {
+            return Err(error_page(
+                StatusCode::FORBIDDEN,
+                &tenant.name,
+                "The form has expired. Please try again.",
+            ));
+        }
+        Ok(Form { tenant, fields, tx })
+    }
 }
 
 pub async fn submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let username = field(&f, "username").unwrap_or_default();
     let password = zeroize::Zeroizing::new(field(&f, "password").unwrap_or_default().to_string());
     let device = |key: &str| session::device_for(&state, &tenant, &headers, key);
@@ -281,14 +310,9 @@ pub async fn consent_show(
 
 pub async fn consent_submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ConsentForm(Form { tenant, fields: f, tx }): ConsentForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Consent).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let s = match session::current(&state, &tenant, &headers).await {
         Ok(Some(s)) => s,
         Ok(None) => return error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
@@ -363,15 +387,10 @@ async fn mfa_page(
 /// sign-in API; a session (with `acr` mfa) starts only after it.
 pub async fn mfa_submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default().to_string();
     let kind = field(&f, "kind").unwrap_or("totp");
     let code = zeroize::Zeroizing::new(field(&f, "code").unwrap_or_default().to_string());
@@ -413,21 +432,21 @@ fn json_error(status: StatusCode, message: &str) -> Response {
 /// for `navigator.credentials.get`, for the user of the login page's state token.
 pub async fn webauthn_options(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default();
-    match authn::webauthn::options(&state, &tenant, &tx.client, token, "page").await {
-        Ok(rcr) => match serde_json::to_value(rcr) {
-            Ok(v) => json_response(StatusCode::OK, v),
-            Err(e) => internal(&tenant, &e),
-        },
-        Err(AuthnError::Internal(e)) => internal(&tenant, &e),
+    options_json(
+        &tenant,
+        authn::webauthn::options(&state, &tenant, &tx.client, token, "page").await,
+    )
+}
+
+/// A WebAuthn ceremony's options for the page's script, or the JSON error it shows.
+fn options_json<T: serde::Serialize>(tenant: &Tenant, options: Result<T, AuthnError>) -> Response {
+    match options.map(serde_json::to_value) {
+        Ok(Ok(v)) => json_response(StatusCode::OK, v),
+        Ok(Err(e)) => internal(tenant, &e),
+        Err(AuthnError::Internal(e)) => internal(tenant, &e),
         Err(AuthnError::Busy) => json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
         Err(_) => json_error(
             StatusCode::UNAUTHORIZED,
@@ -441,15 +460,10 @@ pub async fn webauthn_options(
 /// `{"redirect": URL}` for the page's script to follow (with the session cookie set).
 pub async fn webauthn_submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default().to_string();
     let credential = field(&f, "credential")
         .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())

@@ -5,16 +5,13 @@
 //! (`page-enroll`, then `page-enrolled`).
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::session::TxPurpose;
-use super::{Tx, complete, field, internal, json_error, json_response, posted_form};
+use super::{Form, LoginForm, Tx, complete, field, internal, json_error, json_response, options_json};
 use crate::app::AppState;
 use crate::authn::{self, AuthnError, PasswordOk};
-use crate::http::extract::Path;
 use crate::http::ratelimit::ClientIp;
 use crate::mfa::Enrolment;
 use crate::mfa::webauthn::KIND_WEBAUTHN;
@@ -94,14 +91,8 @@ fn enroll_page(
 /// factor and shows the recovery codes; a wrong one shows the same enrolment again.
 pub async fn enroll_submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default();
     let factor = field(&f, "factor").unwrap_or_default();
     let code = zeroize::Zeroizing::new(field(&f, "code").unwrap_or_default().to_string());
@@ -144,15 +135,10 @@ pub async fn enroll_submit(
 /// factor (`amr` pwd otp, `acr` mfa).
 pub async fn enroll_continue(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default();
     let (ok, amr) = match authn::finish_enrolled(&state, &tenant, &tx.client, token).await {
         Ok(x) => x,
@@ -165,27 +151,13 @@ pub async fn enroll_continue(
 /// `navigator.credentials.create`.
 pub async fn enroll_webauthn_options(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default();
-    match authn::enroll_webauthn::options(&state, &tenant, &tx.client, token, PURPOSE).await {
-        Ok(ccr) => match serde_json::to_value(ccr) {
-            Ok(v) => json_response(StatusCode::OK, v),
-            Err(e) => internal(&tenant, &e),
-        },
-        Err(AuthnError::Internal(e)) => internal(&tenant, &e),
-        Err(AuthnError::Busy) => json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
-        Err(_) => json_error(
-            StatusCode::UNAUTHORIZED,
-            "This sign-in has expired. Please start again.",
-        ),
-    }
+    options_json(
+        &tenant,
+        authn::enroll_webauthn::options(&state, &tenant, &tx.client, token, PURPOSE).await,
+    )
 }
 
 /// `POST /login/enroll/webauthn` (`tx`, `csrf`, `state`, `credential` — the authenticator's
@@ -193,14 +165,8 @@ pub async fn enroll_webauthn_options(
 /// and a continue form carrying the new state token (`POST /login/enroll/continue`).
 pub async fn enroll_webauthn(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let token = field(&f, "state").unwrap_or_default();
     let credential = field(&f, "credential")
         .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())

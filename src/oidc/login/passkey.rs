@@ -3,17 +3,14 @@
 //! every other form of the page, answered in JSON for the page's script.
 
 use axum::Extension;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::session::TxPurpose;
-use super::{complete, field, internal, json_error, json_response, posted_form, redirect_as_json};
+use super::{Form, LoginForm, complete, field, internal, json_error, json_response, redirect_as_json};
 use crate::app::AppState;
 use crate::authn::{self, AuthnError};
 use crate::crypto::secret_hash;
-use crate::http::extract::Path;
 use crate::http::ratelimit::ClientIp;
 use crate::tenants::Tenant;
 
@@ -24,16 +21,7 @@ pub(super) fn offered(tenant: &Tenant) -> bool {
 
 /// `POST /login/passkey/options` (form fields `tx`, `csrf`): assertion options naming no
 /// credential, for `navigator.credentials.get`.
-pub async fn passkey_options(
-    State(state): State<AppState>,
-    Path(slug): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let (tenant, _, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+pub async fn passkey_options(State(state): State<AppState>, LoginForm(Form { tenant, tx, .. }): LoginForm) -> Response {
     if !offered(&tenant) {
         return json_error(StatusCode::FORBIDDEN, "Passkeys are not available here.");
     }
@@ -54,15 +42,10 @@ pub async fn passkey_options(
 /// session.
 pub async fn passkey_submit(
     State(state): State<AppState>,
-    Path(slug): Path<String>,
     Extension(ClientIp(ip)): Extension<ClientIp>,
     headers: HeaderMap,
-    body: Bytes,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
 ) -> Response {
-    let (tenant, f, tx) = match posted_form(&state, &slug, &headers, &body, TxPurpose::Login).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     if !offered(&tenant) {
         return json_error(StatusCode::FORBIDDEN, "Passkeys are not available here.");
     }
