@@ -442,6 +442,28 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     )
     .await;
     assert_broken(&verify(&s.state.db, &bank).await.unwrap(), 41);
+    // The keys stay published once the tenant is deleted: its checkpoints stay verifiable.
+    let r = s
+        .http
+        .delete(format!("{url}/admin/v1/tenants/bank"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        s.http
+            .get(format!("{url}/t/bank/.well-known/openid-configuration"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404,
+        "the tenant is gone"
+    );
+    let kept: Value = s.http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(kept, jwks2);
+    check_independently(&kept, &cp2.jws);
     s.stop().await;
 }
 

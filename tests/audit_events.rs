@@ -88,8 +88,8 @@ async fn security_events_are_recorded_and_the_chain_verifies() {
     assert_eq!(success.len(), 1, "{success:#?}");
     assert_eq!(success[0]["data"]["amr"], "pwd");
     assert!(
-        success[0]["ip"].is_string() && success[0]["ip_commit"].is_string(),
-        "{success:#?}"
+        success[0]["ip"].is_string() && success[0]["ip_salt"].is_string() && success[0]["ip_commit"].is_string(),
+        "an IP comes with what checks it: {success:#?}"
     );
     assert!(
         find("signin.password_ok").is_empty(),

@@ -151,13 +151,19 @@ pub async fn checkpoint(
 }
 
 /// `GET /t/{tenant}/audit-keys.json`: the tenant's audit checkpoint keys (JWKS), public and
-/// cacheable. Keys are never withdrawn, so old checkpoints stay verifiable.
+/// cacheable. Keys are never withdrawn, so old checkpoints stay verifiable — also after the
+/// tenant is deleted.
 pub async fn audit_keys(
     State(state): State<AppState>,
     Path(slug): Path<String>,
 ) -> Result<Response, crate::http::OAuthError> {
-    let tenant = crate::oidc::tenant(&state, &slug).await?;
-    let jwks = audit::audit_keys_jwks(&state.db, &tenant.id)
+    let tenant_id = match state.tenants.by_slug(&slug).await? {
+        Some(t) => t.id.clone(),
+        None => crate::store::tenants::id_ever(&state.db, &slug)
+            .await?
+            .ok_or_else(crate::http::OAuthError::not_found)?,
+    };
+    let jwks = audit::audit_keys_jwks(&state.db, &tenant_id)
         .await
         .map_err(|e| crate::http::OAuthError::server_error(&e))?;
     let mut r = Json(jwks).into_response();

@@ -532,6 +532,9 @@ pub struct StoredEvent {
     /// Erased when the user's personal data is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<String>,
+    /// With `ip`, so that `ip_commit` can be checked offline; erased with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_salt: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip_commit: Option<String>,
     #[schema(value_type = Object)]
@@ -551,6 +554,7 @@ impl From<EventRow> for StoredEvent {
             user_id: r.user_id,
             client_id: r.client_id,
             ip: r.ip,
+            ip_salt: r.ip_salt,
             ip_commit: r.ip_commit,
             hash: r.hash,
         }

@@ -42,6 +42,15 @@ pub async fn by_slug(db: &Db, slug: &str) -> Result<Option<TenantRow>> {
     .await?)
 }
 
+/// The id of the tenant that has or had `slug`, deleted or not (slugs are never reused).
+pub async fn id_ever(db: &Db, slug: &str) -> Result<Option<String>> {
+    let row: Option<(String,)> = sqlx::query_as("select id from tenants where slug = $1")
+        .bind(slug)
+        .fetch_optional(&db.pool)
+        .await?;
+    Ok(row.map(|(id,)| id))
+}
+
 pub async fn by_id(db: &Db, id: &str) -> Result<Option<TenantRow>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLS} from tenants where id = $1 and deleted_at is null"
