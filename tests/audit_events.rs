@@ -339,3 +339,28 @@ async fn platform_key_rotations_are_recorded() {
     }
     s.stop().await;
 }
+
+/// `unicred audit verify` reads only: on a database whose schema is not this version's it
+/// says so and changes nothing (it used to run the migrations on what it was checking).
+#[tokio::test]
+async fn offline_verify_does_not_migrate_what_it_checks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/empty.db?mode=rwc", tmp.path().display());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_unicred"))
+        .args(["audit", "verify"])
+        .env_clear()
+        .env("UNICRED_DATABASE_URL", &db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("run `unicred migrate` first"), "{stderr}");
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+        .await
+        .unwrap();
+    let tables: Vec<(String,)> = sqlx::query_as("select name from sqlite_master where type = 'table'")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(tables.is_empty(), "{tables:?}");
+}
