@@ -287,6 +287,43 @@ async fn totp_sign_in_with_replay_and_skew_rules() {
     t.s.stop().await;
 }
 
+/// On a tenant that requires a second factor, two parallel deletes of a user's two factors
+/// cannot each count the other as the one left: exactly one succeeds.
+#[tokio::test]
+async fn parallel_deletes_keep_the_last_required_factor() {
+    let t = setup().await;
+    let token = t.account_token("alice").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
+        assert_eq!(st, 200, "{e}");
+        let fid = e["factor_id"].as_str().unwrap().to_string();
+        let code = totp(e["secret"].as_str().unwrap(), now());
+        let (st, c, _) = t
+            .account(
+                Method::POST,
+                &format!("/totp/{fid}/confirm"),
+                &token,
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(st, 200, "{c}");
+        ids.push(fid);
+    }
+    t.set_policy(json!({"mfa": "required"})).await;
+    let (p0, p1) = (format!("/factors/{}", ids[0]), format!("/factors/{}", ids[1]));
+    let (a, b) = tokio::join!(
+        t.account(Method::DELETE, &p0, &token, None),
+        t.account(Method::DELETE, &p1, &token, None)
+    );
+    let mut codes = [a.0, b.0];
+    codes.sort();
+    assert_eq!(codes, [204, 409], "{a:?} {b:?}");
+    let (_, factors, _) = t.account(Method::GET, "/factors", &token, None).await;
+    assert_eq!(factors.as_array().unwrap().len(), 1, "{factors}");
+    t.s.stop().await;
+}
+
 /// `keys rotate-master` re-encrypts every secret under the old master key — TOTP seeds and
 /// audit checkpoint keys as well as signing keys — and TOTP keeps working afterwards.
 #[tokio::test]

@@ -180,22 +180,24 @@ pub async fn factor_delete(
     Path((_, id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
     me.require_recent()?;
-    let all = store::factors::for_user(&state.db, &me.tenant.id, &me.user.id).await?;
-    let Some(f) = all.iter().find(|f| f.id == id) else {
-        return Err(Problem::not_found());
-    };
     // Only factors the tenant still allows count: those are the ones sign-in offers.
-    let usable = |g: &&store::factors::FactorRow| g.confirmed != 0 && me.tenant.policy.allows(&g.kind);
-    let others = all.iter().filter(|g| g.id != f.id).filter(usable).count();
-    if me.tenant.policy.mfa == Some(MfaPolicy::Required) && usable(&f) && others == 0 {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "last-factor",
-            "Your organisation requires a second factor",
-        )
-        .detail("enrol another factor before removing this one"));
+    let usable = |g: &store::factors::FactorRow| g.confirmed != 0 && me.tenant.policy.allows(&g.kind);
+    let required = me.tenant.policy.mfa == Some(MfaPolicy::Required);
+    let must_keep = |f: &store::factors::FactorRow, others: &[store::factors::FactorRow]| {
+        required && usable(f) && !others.iter().any(usable)
+    };
+    match store::factors::remove_unless(&state.db, &me.tenant.id, &me.user.id, &id, must_keep).await? {
+        store::factors::Removal::Removed => {}
+        store::factors::Removal::NotFound => return Err(Problem::not_found()),
+        store::factors::Removal::LastFactor => {
+            return Err(Problem::new(
+                StatusCode::CONFLICT,
+                "last-factor",
+                "Your organisation requires a second factor",
+            )
+            .detail("enrol another factor before removing this one"));
+        }
     }
-    store::factors::delete(&state.db, &me.tenant.id, &me.user.id, &id).await?;
     me.audit(&state, "mfa.removed", serde_json::json!({"factor_id": id}))
         .await?;
     Ok(StatusCode::NO_CONTENT)

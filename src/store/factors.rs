@@ -111,6 +111,53 @@ pub async fn accept_step(db: &Db, id: &str, step: i64) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
+pub enum Removal {
+    Removed,
+    NotFound,
+    /// `must_keep` refused: the factor is the user's last usable one.
+    LastFactor,
+}
+
+/// Deletes factor `id` of the user unless `must_keep(factor, others)` says it has to stay.
+/// One write transaction with the user's factor rows locked (PostgreSQL `for update`; SQLite's
+/// write lock), so two parallel deletes cannot each count the other's factor as the one left.
+pub async fn remove_unless(
+    db: &Db,
+    tenant_id: &str,
+    user_id: &str,
+    id: &str,
+    must_keep: impl Fn(&FactorRow, &[FactorRow]) -> bool,
+) -> Result<Removal> {
+    let lock = if db.backend == super::Backend::Postgres {
+        " for update"
+    } else {
+        ""
+    };
+    let mut tx = db.begin_write().await?;
+    let mut all: Vec<FactorRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLS} from factors where tenant_id = $1 and user_id = $2{lock}"
+    )))
+    .bind(tenant_id)
+    .bind(user_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some(at) = all.iter().position(|f| f.id == id) else {
+        return Ok(Removal::NotFound);
+    };
+    let f = all.remove(at);
+    if must_keep(&f, &all) {
+        return Ok(Removal::LastFactor);
+    }
+    sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and id = $3")
+        .bind(tenant_id)
+        .bind(user_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Removal::Removed)
+}
+
 pub async fn delete(db: &Db, tenant_id: &str, user_id: &str, id: &str) -> Result<bool> {
     let r = sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and id = $3")
         .bind(tenant_id)
