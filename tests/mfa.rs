@@ -101,22 +101,11 @@ impl T {
     /// An access token with scope `account` for `user` (who has no factor yet).
     async fn account_token(&self, user: &str) -> String {
         let ticket = self.signin(user).await["login_ticket"].as_str().unwrap().to_string();
-        let r: Value = self
+        let (st, r) = self
             .s
-            .http
-            .post(format!("{}/t/bank/token", self.s.url))
-            .basic_auth(&self.id, Some(&self.secret))
-            .form(&[
-                ("grant_type", "urn:unicred:grant-type:login-ticket"),
-                ("login_ticket", &ticket),
-                ("scope", "openid account"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .redeem_ticket("bank", &self.id, &self.secret, &ticket, "openid account")
+            .await;
+        assert_eq!(st, 200, "{r}");
         r["access_token"].as_str().unwrap().to_string()
     }
     async fn account(
@@ -619,31 +608,16 @@ async fn account_changes_need_a_recent_authentication() {
         )
         .await;
     let r: Value =
-        t.s.http
-            .post(format!("{}/t/bank/authn", t.s.url))
-            .basic_auth(&app, Some(&app_secret))
-            .json(&json!({"username": "alice", "password": PW}))
-            .send()
+        t.s.authn("bank", &app, &app_secret, "alice", PW)
             .await
-            .unwrap()
             .json()
             .await
             .unwrap();
-    let r =
-        t.s.http
-            .post(format!("{}/t/bank/token", t.s.url))
-            .basic_auth(&app, Some(&app_secret))
-            .form(&[
-                ("grant_type", "urn:unicred:grant-type:login-ticket"),
-                ("login_ticket", r["login_ticket"].as_str().unwrap()),
-                ("scope", "openid account"),
-            ])
-            .send()
-            .await
-            .unwrap();
-    let st = r.status().as_u16();
-    let b: Value = r.json().await.unwrap();
-    assert_eq!((st, b["error"].as_str()), (400, Some("invalid_scope")), "{b}");
+    let ticket = r["login_ticket"].as_str().unwrap();
+    let (st, b) =
+        t.s.redeem_ticket("bank", &app, &app_secret, ticket, "openid account")
+            .await;
+    assert_eq!((st.as_u16(), b["error"].as_str()), (400, Some("invalid_scope")), "{b}");
     // Password change: wrong current password refused; a fresh sign-in can change it.
     let fresh = t.account_token("alice").await;
     let (code, _, _) = t

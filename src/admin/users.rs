@@ -384,7 +384,10 @@ pub async fn factor_delete(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    if !store::factors::delete(&state.db, &t.id, &u.id, &factor_id).await? {
+    // Support may remove any factor, the last one included.
+    if let store::factors::Removal::NotFound =
+        store::factors::remove_unless(&state.db, &t.id, &u.id, &factor_id, |_, _| false).await?
+    {
         return Err(Problem::not_found());
     }
     super::audit(

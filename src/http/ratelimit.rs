@@ -49,20 +49,15 @@ impl RateLimits {
         if !trusted(&client) {
             return client;
         }
-        let values: Vec<Option<&str>> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().ok())
-            .collect();
-        let hops = values.iter().rev().flat_map(|v| match v {
-            Some(v) => v.rsplit(',').map(|h| h.trim().parse::<IpAddr>().ok()).collect(),
-            None => vec![None],
-        });
-        for hop in hops {
-            match hop.map(|ip| ip.to_canonical()) {
-                Some(ip) if trusted(&ip) => client = ip,
-                Some(ip) => return ip,
-                None => return client,
+        // Right to left: the last header is the nearest proxy's, its last entry the newest.
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            let Ok(value) = value.to_str() else { return client };
+            for hop in value.rsplit(',') {
+                match hop.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) {
+                    Ok(ip) if trusted(&ip) => client = ip,
+                    Ok(ip) => return ip,
+                    Err(_) => return client,
+                }
             }
         }
         client
@@ -101,16 +96,13 @@ pub fn too_many(retry_after: u64) -> Response {
     r
 }
 
-/// The bucket an address spends from: its own for IPv4, its /64 for IPv6 (one customer's
-/// usual allocation: per address, anyone with a /64 would get a fresh bucket per request and
-/// fill the limiter's memory with them).
+/// The bucket a client address (canonical, from [`RateLimits::client_ip`]) spends from: its
+/// own for IPv4, its /64 for IPv6 (one customer's usual allocation: per address, anyone with
+/// a /64 would get a fresh bucket per request and fill the limiter's memory with them).
 fn bucket(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
     }
 }
 
@@ -152,7 +144,11 @@ mod tests {
         assert!(spend("2001:db8:0:2::1"), "another /64 has its own");
         assert!(spend("192.0.2.1") && spend("192.0.2.1") && !spend("192.0.2.1"));
         assert!(spend("192.0.2.2"), "IPv4 addresses have their own");
-        assert!(!spend("::ffff:192.0.2.1"), "an IPv4-mapped address is its IPv4 address");
+        let mapped = l.client_ip("::ffff:192.0.2.1".parse().unwrap(), &HeaderMap::new());
+        assert!(
+            per_ip.check_key(&bucket(mapped)).is_err(),
+            "an IPv4-mapped address is its IPv4 address"
+        );
     }
 
     #[test]

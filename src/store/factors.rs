@@ -36,8 +36,6 @@ pub async fn create(db: &Db, f: &FactorRow, master_version: i64) -> Result<()> {
     Ok(())
 }
 
-/// Drops the user's unconfirmed factors of `kind`: a new enrolment replaces an abandoned one,
-/// so a user cannot pile up pending rows.
 /// TOTP seeds encrypted under a master version other than `current`: (id, tenant, ciphertext).
 pub async fn seeds_not_under(db: &Db, current: i64) -> Result<Vec<(String, String, Vec<u8>)>> {
     Ok(sqlx::query_as(
@@ -66,6 +64,8 @@ pub async fn count_seeds_by_master_version(db: &Db) -> Result<Vec<(i64, i64)>> {
     .await?)
 }
 
+/// Drops the user's unconfirmed factors of `kind`: a new enrolment replaces an abandoned one,
+/// so a user cannot pile up pending rows.
 pub async fn delete_pending(db: &Db, tenant_id: &str, user_id: &str, kind: &str) -> Result<u64> {
     Ok(
         sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and kind = $3 and confirmed = 0")
@@ -118,7 +118,8 @@ pub enum Removal {
     LastFactor,
 }
 
-/// Deletes factor `id` of the user unless `must_keep(factor, others)` says it has to stay.
+/// Deletes factor `id` of the user unless `must_keep(factor, others)` says it has to stay
+/// (`|_, _| false` to delete whatever the rest).
 /// One write transaction with the user's factor rows locked (PostgreSQL `for update`; SQLite's
 /// write lock), so two parallel deletes cannot each count the other's factor as the one left.
 pub async fn remove_unless(
@@ -156,16 +157,6 @@ pub async fn remove_unless(
         .await?;
     tx.commit().await?;
     Ok(Removal::Removed)
-}
-
-pub async fn delete(db: &Db, tenant_id: &str, user_id: &str, id: &str) -> Result<bool> {
-    let r = sqlx::query("delete from factors where tenant_id = $1 and user_id = $2 and id = $3")
-        .bind(tenant_id)
-        .bind(user_id)
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
 }
 
 pub async fn replace_recovery_codes(
@@ -249,28 +240,33 @@ pub async fn create_state(db: &Db, id_hash: &str, s: &StateRow, expires_at: i64)
     Ok(())
 }
 
-/// A live state token: unused, unexpired, fewer than 5 failures.
+/// A state token dies after this many factor attempts.
+const STATE_ATTEMPTS: i64 = 5;
+
+/// A live state token: unused, unexpired, attempts left.
 pub async fn state(db: &Db, id_hash: &str) -> Result<Option<StateRow>> {
     Ok(sqlx::query_as(
         "select tenant_id, client_id, user_id, purpose, throttle_key, failures, amr from mfa_states \
-         where id_hash = $1 and used_at is null and expires_at > $2 and failures < 5",
+         where id_hash = $1 and used_at is null and expires_at > $2 and failures < $3",
     )
     .bind(id_hash)
     .bind(now())
+    .bind(STATE_ATTEMPTS)
     .fetch_optional(&db.pool)
     .await?)
 }
 
-/// Spends one of a live state token's 5 factor attempts (counted in `failures`: a successful
+/// Spends one of a live state token's factor attempts (counted in `failures`: a successful
 /// one consumes the token anyway), atomically, before the factor is checked: parallel requests
-/// on one token cannot get more than 5 checks. False when none is left.
+/// on one token cannot get more than `STATE_ATTEMPTS` checks. False when none is left.
 pub async fn reserve_attempt(db: &Db, id_hash: &str) -> Result<bool> {
     let r = sqlx::query(
         "update mfa_states set failures = failures + 1 \
-         where id_hash = $1 and used_at is null and expires_at > $2 and failures < 5",
+         where id_hash = $1 and used_at is null and expires_at > $2 and failures < $3",
     )
     .bind(id_hash)
     .bind(now())
+    .bind(STATE_ATTEMPTS)
     .execute(db.writer())
     .await?;
     Ok(r.rows_affected() == 1)

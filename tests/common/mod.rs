@@ -135,6 +135,30 @@ impl Server {
         (r.status(), r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Redeems a sign-in API login ticket at `/token` for `scope`.
+    pub async fn redeem_ticket(
+        &self,
+        tenant: &str,
+        id: &str,
+        secret: &str,
+        ticket: &str,
+        scope: &str,
+    ) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}/t/{tenant}/token", self.url))
+            .basic_auth(id, Some(secret))
+            .form(&[
+                ("grant_type", "urn:unicred:grant-type:login-ticket"),
+                ("login_ticket", ticket),
+                ("scope", scope),
+            ])
+            .send()
+            .await
+            .unwrap();
+        (r.status(), r.json().await.unwrap_or(Value::Null))
+    }
+
     pub async fn admin_token(&self) -> String {
         let (id, secret) = self.bootstrap().await;
         let (status, body) = self.token("system", &id, &secret, &[]).await;
