@@ -316,6 +316,57 @@ async fn a_discoverable_passkey_signs_in_without_a_username() {
 }
 
 #[tokio::test]
+async fn repeated_options_replace_the_transactions_ceremony() {
+    let t = setup().await;
+    let app = t.tenant("bank").await;
+    let alice = t.s.user(&t.admin, "bank", "alice", PW).await;
+    let mut key = t.register("bank", &app, "alice", &alice, true).await;
+    let ceremonies = || async {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from webauthn_challenges where kind = 'discover'")
+            .fetch_one(&t.s.state.db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    let (tx, csrf, _) = login_page(&t, "bank", &app).await;
+    let first = options(&t, "bank", &tx, &csrf).await;
+    for _ in 0..20 {
+        options(&t, "bank", &tx, &csrf).await;
+    }
+    let last = options(&t, "bank", &tx, &csrf).await;
+    assert_eq!(
+        ceremonies().await,
+        1,
+        "one ceremony per login transaction, however often asked"
+    );
+    // Another transaction has its own.
+    let (tx2, csrf2, _) = login_page(&t, "bank", &app).await;
+    options(&t, "bank", &tx2, &csrf2).await;
+    assert_eq!(ceremonies().await, 2);
+
+    // The replaced options no longer sign in; the latest do.
+    let stale = assert_with(&t, &mut key, first, None);
+    let form = [
+        ("tx", tx.as_str()),
+        ("csrf", csrf.as_str()),
+        ("credential", stale.as_str()),
+    ];
+    let (code, h, body) = page_post(&t, "bank", "/login/passkey", &form).await;
+    assert_eq!(code, 401, "{body}");
+    assert!(!session_cookie(&h));
+    let fresh = assert_with(&t, &mut key, last, None);
+    let form = [
+        ("tx", tx.as_str()),
+        ("csrf", csrf.as_str()),
+        ("credential", fresh.as_str()),
+    ];
+    let (code, h, body) = page_post(&t, "bank", "/login/passkey", &form).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(session_cookie(&h));
+    t.s.stop().await;
+}
+
+#[tokio::test]
 async fn foreign_unbound_undiscoverable_and_cloned_passkeys_are_refused() {
     let t = setup().await;
     let bank = t.tenant("bank").await;

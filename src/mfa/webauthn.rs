@@ -18,6 +18,7 @@ use super::MfaError;
 use crate::app::AppState;
 use crate::audit::Event;
 use crate::config::Config;
+use crate::crypto::secret_hash;
 use crate::store::{self, StoreError, webauthn as db};
 use crate::tenants::Tenant;
 
@@ -145,10 +146,15 @@ pub(super) async fn save_ceremony(
         tracing::warn!(error = %e, "purging expired WebAuthn ceremonies failed");
     }
     let st = serde_json::to_string(ceremony).map_err(internal)?;
+    // The login transaction when the ceremony is bound to one (passwordless), else the user:
+    // a page or client asking again starts over, and the earlier options stop working.
+    let owner = ceremony["binding"].as_str().unwrap_or(user_id);
+    let slot = secret_hash([tenant_id, kind, client_id.unwrap_or_default(), owner].join("\0"));
     db::create_challenge(
         &state.db,
         &db::Challenge {
             id_hash: &challenge_hash(challenge),
+            slot: &slot,
             tenant_id,
             user_id,
             client_id,

@@ -91,6 +91,8 @@ pub async fn update_credential(db: &Db, id: &str, old: &str, new: &str) -> Resul
 
 pub struct Challenge<'a> {
     pub id_hash: &'a str,
+    /// What the ceremony belongs to (see migration 0013): one live ceremony per slot.
+    pub slot: &'a str,
     pub tenant_id: &'a str,
     pub user_id: &'a str,
     pub client_id: Option<&'a str>,
@@ -99,11 +101,17 @@ pub struct Challenge<'a> {
     pub expires_at: i64,
 }
 
+/// Stores a ceremony in its slot, replacing the slot's earlier one (spent or not), in one
+/// statement, so parallel requests for one slot still leave one row.
 pub async fn create_challenge(db: &Db, c: &Challenge<'_>) -> Result<()> {
     sqlx::query(
-        "insert into webauthn_challenges (id_hash, tenant_id, user_id, client_id, kind, state, expires_at) \
-         values ($1, $2, $3, $4, $5, $6, $7)",
+        "insert into webauthn_challenges (slot, id_hash, tenant_id, user_id, client_id, kind, state, expires_at) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8) \
+         on conflict (slot) do update set id_hash = excluded.id_hash, tenant_id = excluded.tenant_id, \
+         user_id = excluded.user_id, client_id = excluded.client_id, kind = excluded.kind, \
+         state = excluded.state, expires_at = excluded.expires_at, used_at = null",
     )
+    .bind(c.slot)
     .bind(c.id_hash)
     .bind(c.tenant_id)
     .bind(c.user_id)
