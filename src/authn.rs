@@ -99,14 +99,18 @@ impl From<PasswordError> for AuthnError {
     }
 }
 
-const DEVICE_PREFIX: &str = "device:";
+/// Device counters are `device <id> <account key>`. The spaces keep the form apart from every
+/// account key: a normalised username has no space (PRECIS IdentifierClass), nor has a `raw:`
+/// key. (With `:` a user named `device:x:bob` had counters that read as a device's of `bob`,
+/// and signing in as that user gave a device cookie for `bob`'s counter.)
+const DEVICE_PREFIX: &str = "device ";
 
 /// The throttling counter for account `key`: the account's own, or, for a browser or caller
 /// that `device` recognises, one of that device's (so strangers' failures do not delay it).
 /// The one place that writes the counter format [`account_key`] reads.
 fn counter_key(key: &str, device: impl Fn(&str) -> Option<String>) -> String {
     match device(key) {
-        Some(d) => format!("{DEVICE_PREFIX}{d}:{key}"),
+        Some(d) => format!("{DEVICE_PREFIX}{d} {key}"),
         None => key.to_string(),
     }
 }
@@ -116,19 +120,17 @@ fn counter_key(key: &str, device: impl Fn(&str) -> Option<String>) -> String {
 pub fn account_key(counter: &str) -> &str {
     counter
         .strip_prefix(DEVICE_PREFIX)
-        .and_then(|rest| rest.split_once(':'))
+        .and_then(|rest| rest.split_once(' '))
         .map_or(counter, |(_, key)| key)
 }
 
 /// The throttling key: the normalised username, or (for names that cannot be normalised) a
-/// bounded form of the raw input, so invalid names are throttled like any other.
+/// digest of the lowercased raw input, so invalid names are throttled like any other and the
+/// key holds no control character or space whatever was sent.
 fn throttle_key(raw: &str) -> (Option<String>, String) {
     match crate::username::normalize(raw) {
         Ok(n) => (Some(n.clone()), n),
-        Err(_) => (
-            None,
-            format!("raw:{}", raw.chars().take(64).collect::<String>().to_lowercase()),
-        ),
+        Err(_) => (None, format!("raw:{}", &secret_hash(raw.to_lowercase())[..32])),
     }
 }
 
@@ -256,7 +258,7 @@ pub async fn fully_authenticated(
         .ip(ok.ip)
         .data(serde_json::json!({ "amr": amr }));
     let (reset, recorded) = tokio::join!(
-        throttle::reset(&state.db, &tenant.id, &ok.throttle_key),
+        throttle::reset(&state.db.pool, &tenant.id, &ok.throttle_key),
         state.audit.record(e)
     );
     reset?;
@@ -636,9 +638,21 @@ pub(crate) async fn issue_ticket(
 mod tests {
     #[test]
     fn a_device_counter_names_its_account() {
-        assert_eq!(super::account_key("alice"), "alice");
-        assert_eq!(super::account_key("device:AbC-_1:alice"), "alice");
-        assert_eq!(super::account_key("device:AbC-_1:raw:a:b"), "raw:a:b");
-        assert_eq!(super::account_key("raw:device:x"), "raw:device:x");
+        use super::{account_key, counter_key, throttle_key};
+        let on = |d: &'static str| move |_: &str| Some(d.to_string());
+        for name in ["alice", "device:x:bob", "device:acct-1:bob", "raw:a:b"] {
+            let (_, key) = throttle_key(name);
+            assert_eq!(account_key(&counter_key(&key, |_| None)), key, "{name}");
+            assert_eq!(account_key(&counter_key(&key, on("AbC-_1"))), key, "{name}");
+        }
+        // A username shaped like a device counter is its own account, not `bob`'s.
+        assert_eq!(account_key("device:x:bob"), "device:x:bob");
+        let (_, raw) = throttle_key("Bad\u{0}Name with spaces");
+        assert!(
+            raw.starts_with("raw:") && !raw.contains(' ') && !raw.contains('\0'),
+            "{raw}"
+        );
+        assert_eq!(raw, throttle_key("bad\u{0}name WITH spaces").1, "case-folded");
+        assert_eq!(account_key(&counter_key(&raw, on("d"))), raw);
     }
 }

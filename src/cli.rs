@@ -235,7 +235,11 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 password,
                 temporary: false,
             };
-            let u = crate::users::create(&state, &t, input).await?;
+            let u = crate::users::new_user(&state, &t, input).await?;
+            u.insert(&state.db.pool).await?;
+            let u = store::users::get(&state.db, &t.id, &u.id)
+                .await?
+                .ok_or("the user was not stored")?;
             println!("{}", serde_json::json!({"id": u.id, "username": u.username}));
         }
         Command::Keys(KeysCmd::Rotate { tenant, emergency }) => {
@@ -393,8 +397,8 @@ pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
         Some(t) => (*t).clone(),
         None => tenants::create(state, SYSTEM, Some("Platform"), Policy::default()).await?,
     };
-    let client = match store::clients::platform_admin(&state.db, &system.id).await? {
-        Some(row) => crate::clients::Client::try_from(row)?,
+    let (client, new) = match store::clients::platform_admin(&state.db, &system.id).await? {
+        Some(row) => (crate::clients::Client::try_from(row)?, false),
         None => {
             let input = crate::clients::ClientInput {
                 name: Some("platform-admin".into()),
@@ -402,16 +406,24 @@ pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
                 scopes: Some(vec![crate::clients::SCOPE_ADMIN.into()]),
                 ..Default::default()
             };
-            let (c, _) = crate::clients::create(state, &system, input, true).await?;
-            store::clients::set_platform_admin(&state.db, &c.id).await?;
-            c
+            let (mut c, _) = crate::clients::new_client(state, &system, input, true)?;
+            c.platform_admin = true;
+            (c, true)
         }
     };
-    let secret = crate::clients::rotate_secret(state, &client).await?;
+    // The client (if new), its secret and the event commit together.
+    let (secret, tag, version) = crate::clients::rotated_secret(&state.keyring, &client)?;
+    let mut tx = state.db.begin_write().await?;
+    if new {
+        store::clients::create(&mut *tx, &client.to_row()).await?;
+    }
+    store::clients::set_secret(&mut *tx, &client.id, Some(&tag), Some(version)).await?;
     let e = crate::audit::Event::new(&system.id, "client.secret_rotated")
         .actor("cli:bootstrap")
         .client(&client.id);
-    state.audit.record(e).await?;
+    state.audit.record_in(&mut tx, e).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
+    state.clients.forget(&client.id);
     let issuer = state.config.issuer(SYSTEM);
     Ok(serde_json::json!({
         "client_id": client.id,

@@ -366,8 +366,9 @@ fn truncate(s: &str) -> String {
     s.chars().take(64).collect()
 }
 
-/// Registers a client; returns it with its secret (shown once; `None` for public clients).
-pub async fn create(
+/// A new client, checked and not yet stored, with its secret (shown once; `None` for public
+/// clients).
+pub fn new_client(
     state: &crate::app::AppState,
     tenant: &crate::tenants::Tenant,
     input: ClientInput,
@@ -408,20 +409,17 @@ pub async fn create(
         c.secret_key_version = Some(version);
         Some(secret)
     };
-    store::clients::create(&state.db, &c.to_row()).await?;
     Ok((c, secret))
 }
 
-/// Issues a new secret; the old one stops working (within a second on every replica).
-pub async fn rotate_secret(state: &crate::app::AppState, c: &Client) -> Result<String, crate::error::Error> {
+/// A replacement secret for a confidential client, as [`new_secret`]. Once stored, the old one
+/// stops working (within a second on every replica, after `state.clients.forget`).
+pub fn rotated_secret(keyring: &Keyring, c: &Client) -> Result<(String, String, i64), crate::error::Error> {
     if c.is_public() {
         return Err(crate::error::Error::invalid(
             "token_endpoint_auth_method",
             "public clients have no secret",
         ));
     }
-    let (secret, tag, version) = new_secret(&state.keyring, &c.id);
-    store::clients::set_secret(&state.db, &c.id, Some(&tag), Some(version)).await?;
-    state.clients.forget(&c.id);
-    Ok(secret)
+    Ok(new_secret(keyring, &c.id))
 }

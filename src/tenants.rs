@@ -371,7 +371,7 @@ pub async fn create(
         .map_err(|(f, r)| Error::invalid(f, r))?;
     let id = store::new_id();
     let row = store::tenants::create(
-        &state.db,
+        &state.db.pool,
         &id,
         slug,
         name,

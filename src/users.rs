@@ -70,7 +70,19 @@ pub fn check_display_name(d: &str) -> Result<(), Error> {
     Ok(())
 }
 
-pub async fn create(state: &AppState, tenant: &Tenant, input: NewUser) -> Result<UserRow, Error> {
+/// A user checked and ready to store: the username normalised, the password (if any) checked
+/// against the tenant's policy and hashed, all before any write transaction begins.
+pub struct Prepared {
+    pub id: String,
+    tenant_id: String,
+    username: String,
+    email: Option<String>,
+    display_name: Option<String>,
+    pub hash: Option<crate::password::StoredHash>,
+    temporary: bool,
+}
+
+pub async fn new_user(state: &AppState, tenant: &Tenant, input: NewUser) -> Result<Prepared, Error> {
     let username = crate::username::normalize(&input.username).map_err(|r| Error::invalid("username", r))?;
     if let Some(e) = &input.email {
         check_email(e)?;
@@ -90,50 +102,51 @@ pub async fn create(state: &AppState, tenant: &Tenant, input: NewUser) -> Result
         }
         None => None,
     };
-    let id = store::new_id();
-    store::users::create(
-        &state.db,
-        &store::users::NewUser {
-            id: &id,
-            tenant_id: &tenant.id,
-            username: &username,
-            email: input.email.as_deref(),
-            display_name: input.display_name.as_deref(),
-            password_hash: hash.as_ref().map(|h| h.phc.as_str()),
-            pepper_version: hash.as_ref().map(|h| h.pepper_version),
-            password_temporary: input.temporary,
-        },
-    )
-    .await?;
-    store::users::get(&state.db, &tenant.id, &id)
-        .await?
-        .ok_or(Error::NotFound)
+    Ok(Prepared {
+        id: store::new_id(),
+        tenant_id: tenant.id.clone(),
+        username,
+        email: input.email,
+        display_name: input.display_name,
+        hash,
+        temporary: input.temporary,
+    })
 }
 
-/// Sets a password (admin reset): policy applies; every session and token of the user ends.
-pub async fn set_password(
+impl Prepared {
+    /// Fails with `Conflict("username")` when the tenant already has the username.
+    pub async fn insert(&self, ex: impl sqlx::any::AnyExecutor<'_>) -> Result<(), Error> {
+        store::users::create(
+            ex,
+            &store::users::NewUser {
+                id: &self.id,
+                tenant_id: &self.tenant_id,
+                username: &self.username,
+                email: self.email.as_deref(),
+                display_name: self.display_name.as_deref(),
+                password_hash: self.hash.as_ref().map(|h| h.phc.as_str()),
+                pepper_version: self.hash.as_ref().map(|h| h.pepper_version),
+                password_temporary: self.temporary,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A new password for `user`, checked against the tenant's policy and hashed, to be stored
+/// with [`store::users::set_password`].
+pub async fn new_password(
     state: &AppState,
     tenant: &Tenant,
     user: &UserRow,
     password: &str,
-    temporary: bool,
-) -> Result<(), Error> {
+) -> Result<crate::password::StoredHash, Error> {
     let ctx = Context {
         username: &user.username,
         email: user.email.as_deref(),
         tenant_name: &tenant.name,
     };
     policy::check(&tenant.policy, password, &ctx).map_err(Error::Policy)?;
-    let hash = state.passwords.hash(tenant, password).await?;
-    store::users::set_password(
-        &state.db,
-        &tenant.id,
-        &user.id,
-        &hash.phc,
-        hash.pepper_version,
-        temporary,
-        true,
-    )
-    .await?;
-    Ok(())
+    Ok(state.passwords.hash(tenant, password).await?)
 }

@@ -270,7 +270,12 @@ async fn tampering_in_the_database_is_detected() {
     assert_broken(&verify(&s.state.db, truncated).await.unwrap(), 9);
 
     // Erasing a user's personal data leaves the chain verifiable; changing an IP does not.
-    assert!(unicred::audit::erase_user(&s.state.db, erased, "user-3").await.unwrap() > 0);
+    assert!(
+        unicred::audit::erase_user(&s.state.db.pool, erased, "user-3")
+            .await
+            .unwrap()
+            > 0
+    );
     assert_ok(&verify(&s.state.db, erased).await.unwrap(), 10);
     let (first_ip,): (i64,) =
         sqlx::query_as("select min(seq) from audit_events where tenant_id = $1 and ip is not null")

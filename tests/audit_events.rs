@@ -364,3 +364,86 @@ async fn offline_verify_does_not_migrate_what_it_checks() {
         .unwrap();
     assert!(tables.is_empty(), "{tables:?}");
 }
+
+/// A management change and its event commit together: when the event cannot be written, the
+/// change is not made either (it used to stand, unrecorded, behind a 5xx).
+#[tokio::test]
+async fn a_change_whose_event_fails_is_not_made() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let uid = s.user(&admin, "bank", "alice", PW).await;
+    let (id, _) = s.client(&admin, "bank", json!({"name": "web-app"})).await;
+    let rename = |from: &'static str, to: &'static str| {
+        let pool = s.state.db.pool.clone();
+        async move {
+            sqlx::query(sqlx::AssertSqlSafe(format!("alter table {from} rename to {to}")))
+                .execute(&pool)
+                .await
+                .unwrap();
+        }
+    };
+    rename("audit_events", "audit_events_away").await;
+    let changes = [
+        (
+            Method::PATCH,
+            "/admin/v1/tenants/bank".to_string(),
+            Some(json!({"name": "Renamed"})),
+        ),
+        (
+            Method::PATCH,
+            format!("/admin/v1/tenants/bank/clients/{id}"),
+            Some(json!({"name": "renamed"})),
+        ),
+        (Method::POST, format!("/admin/v1/tenants/bank/users/{uid}/lock"), None),
+        (Method::DELETE, format!("/admin/v1/tenants/bank/clients/{id}"), None),
+    ];
+    for (m, path, body) in &changes {
+        let (st, b) = s.admin(m.clone(), path, &admin, body.clone()).await;
+        assert!(st.is_server_error(), "{m} {path}: {st} {b}");
+    }
+    rename("audit_events_away", "audit_events").await;
+    let (_, t) = s.admin(Method::GET, "/admin/v1/tenants/bank", &admin, None).await;
+    assert_eq!(t["name"], "bank", "{t}");
+    let (st, c) = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/clients/{id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!((st.as_u16(), c["name"].as_str()), (200, Some("web-app")), "{c}");
+    let (_, u) = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/users/{uid}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(u["status"], "active", "{u}");
+
+    // With the trail back, each change is made and recorded, and the chain verifies.
+    for (m, path, body) in &changes {
+        let (st, b) = s.admin(m.clone(), path, &admin, body.clone()).await;
+        assert!(st.is_success(), "{m} {path}: {st} {b}");
+    }
+    let (_, page) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/audit?limit=200", &admin, None)
+        .await;
+    let kinds: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for k in ["tenant.updated", "client.updated", "user.locked", "client.deleted"] {
+        assert_eq!(kinds.iter().filter(|x| **x == k).count(), 1, "{k}: {kinds:?}");
+    }
+    let (_, v) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/audit/verify", &admin, None)
+        .await;
+    assert_eq!(v["ok"], true, "{v}");
+    s.stop().await;
+}

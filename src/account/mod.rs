@@ -86,12 +86,25 @@ impl AccountUser {
         Err(p)
     }
 
-    async fn audit(&self, state: &AppState, kind: &str, data: serde_json::Value) -> Result<(), Problem> {
+    /// Records the user's change in its own transaction `tx` and commits both (as
+    /// [`crate::admin::commit_audited`]).
+    async fn commit_audited(
+        &self,
+        state: &AppState,
+        mut tx: store::Tx,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> Result<(), Problem> {
         let e = Event::new(&self.tenant.id, kind)
             .user(&self.user.id)
             .client(&self.claims.client_id)
             .data(data);
-        state.audit.record(e).await.map_err(|e| Problem::internal(&e))?;
+        state
+            .audit
+            .record_in(&mut tx, e)
+            .await
+            .map_err(|e| Problem::internal(&e))?;
+        tx.commit().await.map_err(store::StoreError::from)?;
         Ok(())
     }
 }
@@ -159,8 +172,9 @@ pub async fn totp_confirm(
     if ok.is_none() || !store::factors::confirm(&state.db, &me.tenant.id, &id).await? {
         return Err(Problem::validation("code", "is not valid for this factor"));
     }
-    me.audit(
+    me.commit_audited(
         &state,
+        state.db.begin_write().await?,
         "mfa.enrolled",
         serde_json::json!({"factor": "totp", "factor_id": id}),
     )
@@ -186,7 +200,8 @@ pub async fn factor_delete(
     let must_keep = |f: &store::factors::FactorRow, others: &[store::factors::FactorRow]| {
         required && usable(f) && !others.iter().any(usable)
     };
-    match store::factors::remove_unless(&state.db, &me.tenant.id, &me.user.id, &id, must_keep).await? {
+    let mut tx = state.db.begin_write().await?;
+    match store::factors::remove_unless(&mut tx, &me.tenant.id, &me.user.id, &id, must_keep).await? {
         store::factors::Removal::Removed => {}
         store::factors::Removal::NotFound => return Err(Problem::not_found()),
         store::factors::Removal::LastFactor => {
@@ -198,7 +213,7 @@ pub async fn factor_delete(
             .detail("enrol another factor before removing this one"));
         }
     }
-    me.audit(&state, "mfa.removed", serde_json::json!({"factor_id": id}))
+    me.commit_audited(&state, tx, "mfa.removed", serde_json::json!({"factor_id": id}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -221,8 +236,13 @@ pub async fn recovery_codes(
     let codes = mfa::new_recovery_codes(&state, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
-    me.audit(&state, "mfa.recovery_codes_regenerated", serde_json::json!({}))
-        .await?;
+    me.commit_audited(
+        &state,
+        state.db.begin_write().await?,
+        "mfa.recovery_codes_regenerated",
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(Json(serde_json::json!({ "recovery_codes": codes })))
 }
 
@@ -262,7 +282,7 @@ pub async fn password(
     .await;
     match ok {
         Ok(ok) if ok.user.id == me.user.id => {
-            store::throttle::reset(&state.db, &me.tenant.id, &ok.throttle_key).await?;
+            store::throttle::reset(&state.db.pool, &me.tenant.id, &ok.throttle_key).await?;
         }
         Ok(_) | Err(crate::authn::AuthnError::InvalidCredentials | crate::authn::AuthnError::InvalidFactor) => {
             return Err(Problem::validation("current_password", "is not correct"));
@@ -282,8 +302,9 @@ pub async fn password(
         .hash(&me.tenant, &body.new_password)
         .await
         .map_err(crate::error::Error::from)?;
+    let mut tx = state.db.begin_write().await?;
     store::users::set_password(
-        &state.db,
+        &mut *tx,
         &me.tenant.id,
         &me.user.id,
         &hash.phc,
@@ -292,8 +313,9 @@ pub async fn password(
         true,
     )
     .await?;
-    store::sessions::delete_for_user(&state.db, &me.tenant.id, &me.user.id).await?;
-    me.audit(&state, "user.password_changed", serde_json::json!({})).await?;
+    store::sessions::delete_for_user(&mut tx, &me.tenant.id, &me.user.id).await?;
+    me.commit_audited(&state, tx, "user.password_changed", serde_json::json!({}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -316,9 +338,10 @@ pub async fn session_delete(
     if !rows.iter().any(|s| s.id_hash == id) {
         return Err(Problem::not_found());
     }
-    store::sessions::delete(&state.db, &me.tenant.id, &id).await?;
-    store::refresh::revoke_session(&state.db, &id).await?;
-    me.audit(&state, "session.ended", serde_json::json!({"via": "account"}))
+    let mut tx = state.db.begin_write().await?;
+    store::sessions::delete(&mut *tx, &me.tenant.id, &id).await?;
+    store::refresh::revoke_session(&mut *tx, &id).await?;
+    me.commit_audited(&state, tx, "session.ended", serde_json::json!({"via": "account"}))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -328,12 +351,18 @@ pub async fn consent_delete(
     me: AccountUser,
     Path((_, client_id)): Path<(String, String)>,
 ) -> Result<StatusCode, Problem> {
-    if !store::consents::delete(&state.db, &me.tenant.id, &me.user.id, &client_id).await? {
+    let mut tx = state.db.begin_write().await?;
+    if !store::consents::delete(&mut *tx, &me.tenant.id, &me.user.id, &client_id).await? {
         return Err(Problem::not_found());
     }
     // What the app was granted ends with the consent: no more refreshing.
-    store::refresh::revoke_for_client(&state.db, &me.tenant.id, &me.user.id, &client_id).await?;
-    me.audit(&state, "consent.revoked", serde_json::json!({"client_id": client_id}))
-        .await?;
+    store::refresh::revoke_for_client(&mut *tx, &me.tenant.id, &me.user.id, &client_id).await?;
+    me.commit_audited(
+        &state,
+        tx,
+        "consent.revoked",
+        serde_json::json!({"client_id": client_id}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

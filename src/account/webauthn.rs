@@ -60,8 +60,9 @@ pub async fn register(
     else {
         return Err(invalid());
     };
-    me.audit(
+    me.commit_audited(
         &state,
+        state.db.begin_write().await?,
         "mfa.enrolled",
         serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": id}),
     )

@@ -70,10 +70,12 @@ pub async fn create(
     Json(body): Json<ClientInput>,
 ) -> Result<(StatusCode, Json<ClientView>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
-    let (c, secret) = clients::create(&state, &t, body, who.is_platform()).await?;
-    tracing::info!(client_id = %c.id, tenant = %t.slug, "client created");
-    super::audit(
+    let (c, secret) = clients::new_client(&state, &t, body, who.is_platform())?;
+    let mut tx = super::begin(&state).await?;
+    store::clients::create(&mut *tx, &c.to_row()).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "client.created",
@@ -81,6 +83,7 @@ pub async fn create(
         serde_json::to_value(view(&c, None)).unwrap_or_default(),
     )
     .await?;
+    tracing::info!(client_id = %c.id, tenant = %t.slug, "client created");
     Ok((StatusCode::CREATED, Json(view(&c, secret))))
 }
 
@@ -135,10 +138,11 @@ pub async fn update(
         ));
     }
     body.apply(&mut c, &t, who.is_platform())?;
-    store::clients::update(&state.db, &c.to_row()).await?;
-    state.clients.forget(&c.id);
-    super::audit(
+    let mut tx = super::begin(&state).await?;
+    store::clients::update(&mut *tx, &c.to_row()).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "client.updated",
@@ -149,6 +153,7 @@ pub async fn update(
         ),
     )
     .await?;
+    state.clients.forget(&c.id);
     Ok(Json(view(&c, None)))
 }
 
@@ -166,10 +171,11 @@ pub async fn delete(
             "the platform-admin client is managed by `unicred bootstrap`",
         ));
     }
-    store::clients::delete(&state.db, &t.id, &c.id).await?;
-    state.clients.forget(&c.id);
-    super::audit(
+    let mut tx = super::begin(&state).await?;
+    store::clients::delete(&mut *tx, &t.id, &c.id).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "client.deleted",
@@ -177,6 +183,7 @@ pub async fn delete(
         serde_json::json!({"client_id": c.id}),
     )
     .await?;
+    state.clients.forget(&c.id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -190,9 +197,12 @@ pub async fn rotate_secret(
 ) -> Result<Json<ClientView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let c = client(&state, &t.id, &id).await?;
-    let secret = clients::rotate_secret(&state, &c).await?;
-    super::audit(
+    let (secret, tag, version) = clients::rotated_secret(&state.keyring, &c)?;
+    let mut tx = super::begin(&state).await?;
+    store::clients::set_secret(&mut *tx, &c.id, Some(&tag), Some(version)).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "client.secret_rotated",
@@ -200,5 +210,6 @@ pub async fn rotate_secret(
         serde_json::json!({"client_id": c.id}),
     )
     .await?;
+    state.clients.forget(&c.id);
     Ok(Json(view(&c, Some(secret))))
 }

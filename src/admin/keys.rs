@@ -74,8 +74,10 @@ pub async fn rotate(
         .rotate(&t.id, emergency)
         .await
         .map_err(crate::error::Error::from)?;
-    super::audit(
+    // The keyring commits the rotation itself: the event follows in its own transaction.
+    super::commit_audited(
         &state,
+        super::begin(&state).await?,
         &who,
         &t.id,
         "keys.rotated",

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 use crate::http::Problem;
+use crate::store;
 use crate::tenants::Tenant;
 
 pub use auth::Principal;
@@ -87,11 +88,19 @@ pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, view
     }
 }
 
-/// Records a management change (who, what; before/after for non-personal fields), its data
-/// bounded to fit an event (`changes::bounded`). The change is acknowledged only once its
-/// event committed.
-pub async fn audit(
+/// The write transaction of a management change, begun once everything slow (hashing, reads,
+/// validation) is done: on SQLite it holds the process's one writer connection.
+pub async fn begin(state: &AppState) -> Result<store::Tx, Problem> {
+    Ok(state.db.begin_write().await?)
+}
+
+/// Records a management change (who, what; before/after for non-personal fields) in the
+/// change's own transaction `tx` and commits both: no change stands without its event, and no
+/// event tells of a change that did not happen. Its data is bounded to fit an event
+/// (`changes::bounded`).
+pub async fn commit_audited(
     state: &AppState,
+    mut tx: store::Tx,
     who: &Principal,
     tenant_id: &str,
     kind: &str,
@@ -104,6 +113,11 @@ pub async fn audit(
     if let Some(u) = user_id {
         e = e.user(u);
     }
-    state.audit.record(e).await.map_err(|e| Problem::internal(&e))?;
+    state
+        .audit
+        .record_in(&mut tx, e)
+        .await
+        .map_err(|e| Problem::internal(&e))?;
+    tx.commit().await.map_err(store::StoreError::from)?;
     Ok(())
 }

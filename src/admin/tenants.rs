@@ -69,8 +69,11 @@ pub async fn create(
     )
     .await?;
     tracing::info!(tenant = %t.slug, by = %who.client_id(), "tenant created");
-    super::audit(
+    // The tenant and its keys exist before the event (the keyring writes its own rows): a
+    // failure here leaves a created tenant without its event, answered 5xx.
+    super::commit_audited(
         &state,
+        super::begin(&state).await?,
         &who,
         &t.id,
         "tenant.created",
@@ -134,24 +137,26 @@ pub async fn update(
     policy
         .validate(state.config.argon2_max_m_kib)
         .map_err(|(f, r)| Problem::from(Error::invalid(f, r)))?;
+    let mut tx = super::begin(&state).await?;
     store::tenants::update(
-        &state.db,
+        &mut *tx,
         &t.id,
         &name,
         &serde_json::to_string(&policy).unwrap_or_default(),
     )
     .await?;
-    state.tenants.forget(&t);
-    let t = state.tenants.by_id(&t.id).await?.ok_or_else(Problem::not_found)?;
-    super::audit(
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "tenant.updated",
         None,
-        super::changes::changes(&before, &serde_json::json!({"name": t.name, "policy": t.policy})),
+        super::changes::changes(&before, &serde_json::json!({"name": name, "policy": policy})),
     )
     .await?;
+    state.tenants.forget(&t);
+    let t = state.tenants.by_id(&t.id).await?.ok_or_else(Problem::not_found)?;
     Ok(Json(view(&state, &t)))
 }
 
@@ -167,10 +172,11 @@ pub async fn delete(
     if t.is_system() {
         return Err(Problem::forbidden("the system tenant cannot be deleted"));
     }
-    store::tenants::delete(&state.db, &t.id).await?;
-    state.tenants.forget(&t);
-    super::audit(
+    let mut tx = super::begin(&state).await?;
+    store::tenants::delete(&mut *tx, &t.id).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "tenant.deleted",
@@ -178,5 +184,6 @@ pub async fn delete(
         serde_json::json!({"slug": t.slug}),
     )
     .await?;
+    state.tenants.forget(&t);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -48,16 +48,20 @@ pub async fn create(
     Json(body): Json<NewUser>,
 ) -> Result<(StatusCode, Json<UserView>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
-    let u = users::create(&state, &t, body).await?;
-    super::audit(
+    let new = users::new_user(&state, &t, body).await?;
+    let mut tx = super::begin(&state).await?;
+    new.insert(&mut *tx).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "user.created",
-        Some(&u.id),
-        serde_json::json!({"password_set": u.password_hash.is_some()}),
+        Some(&new.id),
+        serde_json::json!({"password_set": new.hash.is_some()}),
     )
     .await?;
+    let u = user(&state, &t.id, &new.id).await?;
     Ok((StatusCode::CREATED, Json(UserView::from(&u))))
 }
 
@@ -120,12 +124,14 @@ pub async fn update(
         }
         u.status = s;
     }
-    store::users::update_profile(&state.db, &u).await?;
+    let mut tx = super::begin(&state).await?;
+    store::users::update_profile(&mut *tx, &u).await?;
     if u.status != "active" {
-        store::sessions::delete_for_user(&state.db, &t.id, &id).await?;
+        store::sessions::delete_for_user(&mut tx, &t.id, &id).await?;
     }
-    super::audit(
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "user.updated",
@@ -145,12 +151,22 @@ pub async fn delete(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    store::users::delete(&state.db, &t.id, &u.id).await?;
-    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
-    crate::audit::erase_user(&state.db, &t.id, &u.id)
+    let mut tx = super::begin(&state).await?;
+    store::users::delete(&mut *tx, &t.id, &u.id).await?;
+    store::sessions::delete_for_user(&mut tx, &t.id, &u.id).await?;
+    crate::audit::erase_user(&mut *tx, &t.id, &u.id)
         .await
         .map_err(|e| Problem::internal(&e))?;
-    super::audit(&state, &who, &t.id, "user.deleted", Some(&u.id), serde_json::json!({})).await?;
+    super::commit_audited(
+        &state,
+        tx,
+        &who,
+        &t.id,
+        "user.deleted",
+        Some(&u.id),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -165,10 +181,22 @@ pub async fn set_password(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    users::set_password(&state, &t, &u, &body.password, body.temporary).await?;
-    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
-    super::audit(
+    let hash = users::new_password(&state, &t, &u, &body.password).await?;
+    let mut tx = super::begin(&state).await?;
+    store::users::set_password(
+        &mut *tx,
+        &t.id,
+        &u.id,
+        &hash.phc,
+        hash.pepper_version,
+        body.temporary,
+        true,
+    )
+    .await?;
+    store::sessions::delete_for_user(&mut tx, &t.id, &u.id).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "user.password_set",
@@ -191,9 +219,10 @@ pub async fn lock(
     let mut u = user(&state, &t.id, &id).await?;
     u.status = "locked".into();
     u.tokens_valid_after = store::now();
-    store::users::update_profile(&state.db, &u).await?;
-    store::sessions::delete_for_user(&state.db, &t.id, &id).await?;
-    super::audit(&state, &who, &t.id, "user.locked", Some(&id), serde_json::json!({})).await?;
+    let mut tx = super::begin(&state).await?;
+    store::users::update_profile(&mut *tx, &u).await?;
+    store::sessions::delete_for_user(&mut tx, &t.id, &id).await?;
+    super::commit_audited(&state, tx, &who, &t.id, "user.locked", Some(&id), serde_json::json!({})).await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
 
@@ -207,12 +236,22 @@ pub async fn unlock(
 ) -> Result<Json<UserView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut u = user(&state, &t.id, &id).await?;
-    store::throttle::reset(&state.db, &t.id, &u.username).await?;
+    let mut tx = super::begin(&state).await?;
+    store::throttle::reset(&mut *tx, &t.id, &u.username).await?;
     if u.status == "locked" {
         u.status = "active".into();
-        store::users::update_profile(&state.db, &u).await?;
+        store::users::update_profile(&mut *tx, &u).await?;
     }
-    super::audit(&state, &who, &t.id, "user.unlocked", Some(&id), serde_json::json!({})).await?;
+    super::commit_audited(
+        &state,
+        tx,
+        &who,
+        &t.id,
+        "user.unlocked",
+        Some(&id),
+        serde_json::json!({}),
+    )
+    .await?;
     Ok(Json(UserView::from(&user(&state, &t.id, &id).await?)))
 }
 
@@ -308,7 +347,7 @@ pub async fn import(
             legacy::classify(&rec.password_hash, &limits).map_err(|e| format!("password_hash: {e}"))?;
             let id = store::new_id();
             store::users::create(
-                &state.db,
+                &state.db.pool,
                 &store::users::NewUser {
                     id: &id,
                     tenant_id: &t.id,
@@ -348,8 +387,11 @@ pub async fn import(
         });
     }
     let created = out.iter().filter(|r| r.status == "created").count();
-    super::audit(
+    // Each record is its own commit (one bad record never aborts the others); the summary
+    // event follows them.
+    super::commit_audited(
         &state,
+        super::begin(&state).await?,
         &who,
         &t.id,
         "users.imported",
@@ -385,13 +427,15 @@ pub async fn factor_delete(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     // Support may remove any factor, the last one included.
+    let mut tx = super::begin(&state).await?;
     if let store::factors::Removal::NotFound =
-        store::factors::remove_unless(&state.db, &t.id, &u.id, &factor_id, |_, _| false).await?
+        store::factors::remove_unless(&mut tx, &t.id, &u.id, &factor_id, |_, _| false).await?
     {
         return Err(Problem::not_found());
     }
-    super::audit(
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "mfa.removed",
@@ -426,9 +470,11 @@ pub async fn sessions_delete(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    store::sessions::delete_for_user(&state.db, &t.id, &u.id).await?;
-    super::audit(
+    let mut tx = super::begin(&state).await?;
+    store::sessions::delete_for_user(&mut tx, &t.id, &u.id).await?;
+    super::commit_audited(
         &state,
+        tx,
         &who,
         &t.id,
         "session.ended",

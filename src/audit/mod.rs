@@ -182,68 +182,33 @@ impl Audit {
 
     /// Appends `event` to its tenant's chain; returns once the batch holding it has committed.
     pub async fn record(&self, event: Event) -> Result<Receipt, AuditError> {
-        let Event {
-            tenant_id,
-            kind,
-            actor,
-            user_id,
-            client_id,
-            ip,
-            data,
-        } = event;
-        if kind.is_empty()
-            || kind.len() > 64
-            || !kind
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
-        {
-            return Err(AuditError::Invalid("kind"));
-        }
-        for f in [&actor, &user_id, &client_id] {
-            check_field(f)?;
-        }
-        if tenant_id.is_empty() || tenant_id.len() > MAX_FIELD {
-            return Err(AuditError::Invalid("tenant_id"));
-        }
-        let data = match data {
-            serde_json::Value::Null => serde_json::Value::Object(Default::default()),
-            o @ serde_json::Value::Object(_) => o,
-            _ => return Err(AuditError::Invalid("data must be an object")),
-        };
-        // Canonical once, here: the chain hashes and stores exactly this text.
-        let data = serde_json_canonicalizer::to_string(&data).map_err(|_| AuditError::Invalid("data"))?;
-        if data.len() > MAX_DATA_BYTES {
-            return Err(AuditError::Invalid("data too large"));
-        }
-        let (ip, ip_salt, ip_commit) = match ip {
-            Some(ip) => {
-                let ip = ip.to_canonical().to_string();
-                let salt = crate::crypto::hex(&crate::crypto::random_bytes::<16>());
-                let commit = chain::ip_commit(&salt, &ip);
-                (Some(ip), Some(salt), Some(commit))
-            }
-            None => (None, None, None),
-        };
-        let row = EventRow {
-            tenant_id,
-            seq: 0,
-            at: now(),
-            kind,
-            actor,
-            user_id,
-            client_id,
-            ip_commit,
-            data,
-            hash: String::new(),
-            ip,
-            ip_salt,
-        };
+        let row = event_row(event)?;
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Pending { row, done })
             .await
             .map_err(|_| AuditError::Unavailable)?;
         wait.await.map_err(|_| AuditError::Unavailable)?
+    }
+
+    /// Appends `event` inside the caller's write transaction (see [`crate::store::Db::begin_write`]),
+    /// so the change it records and the event commit together or not at all. For changes that
+    /// are rare (management), as it takes the chain head's lock for the rest of `tx`: this
+    /// process's writer then finds its cached head moved and reloads it.
+    pub async fn record_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        event: Event,
+    ) -> Result<Receipt, AuditError> {
+        let mut row = event_row(event)?;
+        let head = sa::lock_head(tx, &row.tenant_id, GENESIS).await?;
+        row.seq = head.seq + 1;
+        row.hash = chain::hash_of(&head.hash, &row).ok_or(AuditError::Invalid("event"))?;
+        sa::insert_events(tx, &[&row]).await?;
+        Ok(Receipt {
+            seq: row.seq,
+            hash: row.hash,
+        })
     }
 
     /// Signs the current head of `tenant_id`'s chain with the tenant's audit key, after
@@ -349,8 +314,73 @@ pub struct Pruned {
 }
 
 /// Erases the personal data (IP addresses) kept beside a user's events; the chain still verifies.
-pub async fn erase_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<u64, AuditError> {
-    Ok(sa::erase_personal(db, tenant_id, user_id).await?)
+pub async fn erase_user(
+    ex: impl sqlx::any::AnyExecutor<'_>,
+    tenant_id: &str,
+    user_id: &str,
+) -> Result<u64, AuditError> {
+    Ok(sa::erase_personal(ex, tenant_id, user_id).await?)
+}
+
+/// Checks an event and builds its row: canonical data, the IP's salted commitment. `seq` and
+/// `hash` are set when it is chained.
+fn event_row(event: Event) -> Result<EventRow, AuditError> {
+    let Event {
+        tenant_id,
+        kind,
+        actor,
+        user_id,
+        client_id,
+        ip,
+        data,
+    } = event;
+    if kind.is_empty()
+        || kind.len() > 64
+        || !kind
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+    {
+        return Err(AuditError::Invalid("kind"));
+    }
+    for f in [&actor, &user_id, &client_id] {
+        check_field(f)?;
+    }
+    if tenant_id.is_empty() || tenant_id.len() > MAX_FIELD {
+        return Err(AuditError::Invalid("tenant_id"));
+    }
+    let data = match data {
+        serde_json::Value::Null => serde_json::Value::Object(Default::default()),
+        o @ serde_json::Value::Object(_) => o,
+        _ => return Err(AuditError::Invalid("data must be an object")),
+    };
+    // Canonical once, here: the chain hashes and stores exactly this text.
+    let data = serde_json_canonicalizer::to_string(&data).map_err(|_| AuditError::Invalid("data"))?;
+    if data.len() > MAX_DATA_BYTES {
+        return Err(AuditError::Invalid("data too large"));
+    }
+    let (ip, ip_salt, ip_commit) = match ip {
+        Some(ip) => {
+            let ip = ip.to_canonical().to_string();
+            let salt = crate::crypto::hex(&crate::crypto::random_bytes::<16>());
+            let commit = chain::ip_commit(&salt, &ip);
+            (Some(ip), Some(salt), Some(commit))
+        }
+        None => (None, None, None),
+    };
+    Ok(EventRow {
+        tenant_id,
+        seq: 0,
+        at: now(),
+        kind,
+        actor,
+        user_id,
+        client_id,
+        ip_commit,
+        data,
+        hash: String::new(),
+        ip,
+        ip_salt,
+    })
 }
 
 /// The writer: takes whatever is queued (up to [`MAX_BATCH`]), appends it in one transaction,

@@ -116,7 +116,7 @@ pub async fn start(
     acr: &str,
 ) -> Result<(SessionRow, Vec<HeaderValue>), store::StoreError> {
     if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
-        store::sessions::delete(&state.db, &tenant.id, &crate::crypto::secret_hash(&old)).await?;
+        store::sessions::delete(&state.db.pool, &tenant.id, &crate::crypto::secret_hash(&old)).await?;
     }
     let raw = crate::crypto::random_token::<32>();
     let now = store::now();
@@ -145,8 +145,8 @@ pub async fn start(
 pub async fn end(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -> Result<HeaderValue, store::StoreError> {
     if let Some(raw) = cookie(headers, &session_cookie_name(state, tenant)) {
         let h = crate::crypto::secret_hash(&raw);
-        store::sessions::delete(&state.db, &tenant.id, &h).await?;
-        store::refresh::revoke_session(&state.db, &h).await?;
+        store::sessions::delete(&state.db.pool, &tenant.id, &h).await?;
+        store::refresh::revoke_session(&state.db.pool, &h).await?;
     }
     Ok(set_cookie(state, &session_cookie_name(state, tenant), "", 0))
 }

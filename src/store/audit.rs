@@ -3,6 +3,8 @@
 
 use sqlx::{Any, Executor, Transaction};
 
+use sqlx::any::AnyExecutor;
+
 use super::{Backend, Db, Result, StoreError, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -265,13 +267,13 @@ pub async fn prune(tx: &mut Transaction<'static, Any>, tenant_id: &str, seq: i64
 }
 
 /// Erases the personal columns (outside the hashed content) of a user's events.
-pub async fn erase_personal(db: &Db, tenant_id: &str, user_id: &str) -> Result<u64> {
+pub async fn erase_personal(ex: impl AnyExecutor<'_>, tenant_id: &str, user_id: &str) -> Result<u64> {
     let r = sqlx::query(
         "update audit_events set ip = null, ip_salt = null where tenant_id = $1 and user_id = $2 and ip is not null",
     )
     .bind(tenant_id)
     .bind(user_id)
-    .execute(&db.pool)
+    .execute(ex)
     .await?;
     Ok(r.rows_affected())
 }

@@ -1,3 +1,5 @@
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, StoreError, now, on_unique};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -26,7 +28,7 @@ const COLS: &str = "id, tenant_id, name, secret_hash, secret_key_version, token_
     post_logout_redirect_uris, grant_types, scopes, resources, web_origins, authn_api, consent_required, \
     id_token_signed_response_alg, platform_admin, created_at, updated_at";
 
-pub async fn create(db: &Db, c: &ClientRow) -> Result<()> {
+pub async fn create(ex: impl AnyExecutor<'_>, c: &ClientRow) -> Result<()> {
     sqlx::query(
         "insert into clients (id, tenant_id, name, secret_hash, secret_key_version, token_endpoint_auth_method, \
          redirect_uris, post_logout_redirect_uris, grant_types, scopes, resources, web_origins, authn_api, \
@@ -50,7 +52,7 @@ pub async fn create(db: &Db, c: &ClientRow) -> Result<()> {
     .bind(&c.id_token_signed_response_alg)
     .bind(c.platform_admin)
     .bind(now())
-    .execute(&db.pool)
+    .execute(ex)
     .await
     .map_err(on_unique("client"))?;
     Ok(())
@@ -86,7 +88,7 @@ pub async fn list(db: &Db, tenant_id: &str, after: &str, limit: i64) -> Result<V
     .await?)
 }
 
-pub async fn update(db: &Db, c: &ClientRow) -> Result<()> {
+pub async fn update(ex: impl AnyExecutor<'_>, c: &ClientRow) -> Result<()> {
     let r = sqlx::query(
         "update clients set name = $1, token_endpoint_auth_method = $2, redirect_uris = $3, \
          post_logout_redirect_uris = $4, grant_types = $5, scopes = $6, resources = $7, web_origins = $8, \
@@ -107,7 +109,7 @@ pub async fn update(db: &Db, c: &ClientRow) -> Result<()> {
     .bind(now())
     .bind(&c.id)
     .bind(&c.tenant_id)
-    .execute(&db.pool)
+    .execute(ex)
     .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -115,13 +117,18 @@ pub async fn update(db: &Db, c: &ClientRow) -> Result<()> {
     Ok(())
 }
 
-pub async fn set_secret(db: &Db, id: &str, hash: Option<&str>, key_version: Option<i64>) -> Result<()> {
+pub async fn set_secret(
+    ex: impl AnyExecutor<'_>,
+    id: &str,
+    hash: Option<&str>,
+    key_version: Option<i64>,
+) -> Result<()> {
     let r = sqlx::query("update clients set secret_hash = $1, secret_key_version = $2, updated_at = $3 where id = $4")
         .bind(hash)
         .bind(key_version)
         .bind(now())
         .bind(id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -129,11 +136,11 @@ pub async fn set_secret(db: &Db, id: &str, hash: Option<&str>, key_version: Opti
     Ok(())
 }
 
-pub async fn delete(db: &Db, tenant_id: &str, id: &str) -> Result<()> {
+pub async fn delete(ex: impl AnyExecutor<'_>, tenant_id: &str, id: &str) -> Result<()> {
     let r = sqlx::query("delete from clients where tenant_id = $1 and id = $2")
         .bind(tenant_id)
         .bind(id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -147,12 +154,4 @@ pub async fn count_by_hmac_version(db: &Db) -> Result<Vec<(i64, i64)>> {
     )
     .fetch_all(&db.pool)
     .await?)
-}
-
-pub async fn set_platform_admin(db: &Db, id: &str) -> Result<()> {
-    sqlx::query("update clients set platform_admin = 1 where id = $1")
-        .bind(id)
-        .execute(&db.pool)
-        .await?;
-    Ok(())
 }

@@ -1,5 +1,7 @@
 //! Consent remembered per user and client.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now};
 
 pub async fn get(db: &Db, tenant_id: &str, user_id: &str, client_id: &str) -> Result<Option<String>> {
@@ -28,12 +30,12 @@ pub async fn put(db: &Db, tenant_id: &str, user_id: &str, client_id: &str, scope
     Ok(())
 }
 
-pub async fn delete(db: &Db, tenant_id: &str, user_id: &str, client_id: &str) -> Result<bool> {
+pub async fn delete(ex: impl AnyExecutor<'_>, tenant_id: &str, user_id: &str, client_id: &str) -> Result<bool> {
     let r = sqlx::query("delete from consents where tenant_id = $1 and user_id = $2 and client_id = $3")
         .bind(tenant_id)
         .bind(user_id)
         .bind(client_id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(r.rows_affected() == 1)
 }

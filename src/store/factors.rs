@@ -120,27 +120,27 @@ pub enum Removal {
 
 /// Deletes factor `id` of the user unless `must_keep(factor, others)` says it has to stay
 /// (`|_, _| false` to delete whatever the rest).
-/// One write transaction with the user's factor rows locked (PostgreSQL `for update`; SQLite's
-/// write lock), so two parallel deletes cannot each count the other's factor as the one left.
+/// In the caller's write transaction ([`Db::begin_write`]), with the user's factor rows locked
+/// (PostgreSQL `for update`; SQLite's write lock) until it ends, so two parallel deletes cannot
+/// each count the other's factor as the one left. The caller commits.
 pub async fn remove_unless(
-    db: &Db,
+    tx: &mut super::Tx,
     tenant_id: &str,
     user_id: &str,
     id: &str,
     must_keep: impl Fn(&FactorRow, &[FactorRow]) -> bool,
 ) -> Result<Removal> {
-    let lock = if db.backend == super::Backend::Postgres {
-        " for update"
-    } else {
+    let lock = if tx.backend_name() == "SQLite" {
         ""
+    } else {
+        " for update"
     };
-    let mut tx = db.begin_write().await?;
     let mut all: Vec<FactorRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLS} from factors where tenant_id = $1 and user_id = $2{lock}"
     )))
     .bind(tenant_id)
     .bind(user_id)
-    .fetch_all(&mut *tx)
+    .fetch_all(&mut **tx)
     .await?;
     let Some(at) = all.iter().position(|f| f.id == id) else {
         return Ok(Removal::NotFound);
@@ -153,9 +153,8 @@ pub async fn remove_unless(
         .bind(tenant_id)
         .bind(user_id)
         .bind(id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    tx.commit().await?;
     Ok(Removal::Removed)
 }
 

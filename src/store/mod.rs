@@ -37,6 +37,9 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// A write transaction ([`Db::begin_write`]).
+pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+
 impl StoreError {
     /// The database cannot be reached right now (pool timeout, connection lost, the server
     /// shutting down or starting up): a 503 with `Retry-After`, not a 500, so clients and
@@ -174,7 +177,7 @@ impl Db {
     /// fail with SQLITE_BUSY half-way, transactions queue in order on the pool instead of
     /// polling the lock, and the writer's page cache stays warm (SQLite drops a connection's
     /// cache whenever another connection wrote since its last transaction).
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    pub async fn begin_write(&self) -> Result<Tx> {
         Ok(match &self.writer {
             Some(writer) => writer.begin_with("begin immediate").await?,
             None => self.pool.begin().await?,

@@ -1,6 +1,8 @@
 //! Refresh-token families (RFC 6819 §5.2.2.3): every use rotates the token; presenting a used
 //! one revokes the whole family.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -96,7 +98,12 @@ pub async fn revoke_family<'c, E: sqlx::Executor<'c, Database = sqlx::Any>>(e: E
 }
 
 /// Every refresh token a user holds for one client (the user withdrew the app's consent).
-pub async fn revoke_for_client(db: &Db, tenant_id: &str, user_id: &str, client_id: &str) -> Result<()> {
+pub async fn revoke_for_client(
+    ex: impl AnyExecutor<'_>,
+    tenant_id: &str,
+    user_id: &str,
+    client_id: &str,
+) -> Result<()> {
     sqlx::query(
         "update refresh_tokens set revoked_at = $1 \
          where tenant_id = $2 and user_id = $3 and client_id = $4 and revoked_at is null",
@@ -105,16 +112,16 @@ pub async fn revoke_for_client(db: &Db, tenant_id: &str, user_id: &str, client_i
     .bind(tenant_id)
     .bind(user_id)
     .bind(client_id)
-    .execute(&db.pool)
+    .execute(ex)
     .await?;
     Ok(())
 }
 
-pub async fn revoke_session(db: &Db, session_id: &str) -> Result<()> {
+pub async fn revoke_session(ex: impl AnyExecutor<'_>, session_id: &str) -> Result<()> {
     sqlx::query("update refresh_tokens set revoked_at = $1 where session_id = $2 and revoked_at is null")
         .bind(now())
         .bind(session_id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(())
 }

@@ -1,5 +1,8 @@
 //! SSO sessions (by SHA-256 of the cookie value) and login transactions.
 
+use sqlx::AnyConnection;
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -50,11 +53,11 @@ pub async fn touch(db: &Db, tenant_id: &str, id_hash: &str, idle: i64) -> Result
     .await?)
 }
 
-pub async fn delete(db: &Db, tenant_id: &str, id_hash: &str) -> Result<()> {
+pub async fn delete(ex: impl AnyExecutor<'_>, tenant_id: &str, id_hash: &str) -> Result<()> {
     sqlx::query("delete from sessions where id_hash = $1 and tenant_id = $2")
         .bind(id_hash)
         .bind(tenant_id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(())
 }
@@ -136,19 +139,19 @@ pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<Ses
 }
 
 /// Ends every session of a user (and the refresh tokens bound to them).
-pub async fn delete_for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<()> {
+pub async fn delete_for_user(conn: &mut AnyConnection, tenant_id: &str, user_id: &str) -> Result<()> {
     sqlx::query(
         "update refresh_tokens set revoked_at = $1 where tenant_id = $2 and user_id = $3 and revoked_at is null",
     )
     .bind(now())
     .bind(tenant_id)
     .bind(user_id)
-    .execute(&db.pool)
+    .execute(&mut *conn)
     .await?;
     sqlx::query("delete from sessions where tenant_id = $1 and user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .execute(&db.pool)
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

@@ -1,3 +1,5 @@
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, StoreError, now, on_unique};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -12,7 +14,7 @@ pub struct TenantRow {
 
 const COLS: &str = "id, slug, name, policy, created_at, updated_at";
 
-pub async fn create(db: &Db, id: &str, slug: &str, name: &str, policy: &str) -> Result<TenantRow> {
+pub async fn create(ex: impl AnyExecutor<'_>, id: &str, slug: &str, name: &str, policy: &str) -> Result<TenantRow> {
     let t = now();
     sqlx::query("insert into tenants (id, slug, name, policy, created_at, updated_at) values ($1, $2, $3, $4, $5, $5)")
         .bind(id)
@@ -20,7 +22,7 @@ pub async fn create(db: &Db, id: &str, slug: &str, name: &str, policy: &str) -> 
         .bind(name)
         .bind(policy)
         .bind(t)
-        .execute(&db.pool)
+        .execute(ex)
         .await
         .map_err(on_unique("tenant"))?;
     Ok(TenantRow {
@@ -71,14 +73,14 @@ pub async fn list(db: &Db, after: &str, limit: i64) -> Result<Vec<TenantRow>> {
     .await?)
 }
 
-pub async fn update(db: &Db, id: &str, name: &str, policy: &str) -> Result<()> {
+pub async fn update(ex: impl AnyExecutor<'_>, id: &str, name: &str, policy: &str) -> Result<()> {
     let r =
         sqlx::query("update tenants set name = $1, policy = $2, updated_at = $3 where id = $4 and deleted_at is null")
             .bind(name)
             .bind(policy)
             .bind(now())
             .bind(id)
-            .execute(&db.pool)
+            .execute(ex)
             .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -87,11 +89,11 @@ pub async fn update(db: &Db, id: &str, name: &str, policy: &str) -> Result<()> {
 }
 
 /// Soft delete: the row (and so the slug) stays, so a deleted slug is never reused.
-pub async fn delete(db: &Db, id: &str) -> Result<()> {
+pub async fn delete(ex: impl AnyExecutor<'_>, id: &str) -> Result<()> {
     let r = sqlx::query("update tenants set deleted_at = $1 where id = $2 and deleted_at is null")
         .bind(now())
         .bind(id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);

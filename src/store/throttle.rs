@@ -2,6 +2,8 @@
 //! exists. An attempt is *reserved* (counted as a failure) before its password is checked,
 //! with a compare-and-swap, so N parallel guesses can never evaluate more than the threshold.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result};
 
 pub enum Reservation {
@@ -114,11 +116,11 @@ fn now_millis() -> i64 {
 }
 
 /// After full authentication (every required factor): the account starts clean.
-pub async fn reset(db: &Db, tenant_id: &str, username: &str) -> Result<()> {
+pub async fn reset(ex: impl AnyExecutor<'_>, tenant_id: &str, username: &str) -> Result<()> {
     sqlx::query("delete from throttles where tenant_id = $1 and username = $2")
         .bind(tenant_id)
         .bind(username)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(())
 }

@@ -1,3 +1,5 @@
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, StoreError, now, on_unique};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -30,7 +32,7 @@ pub struct NewUser<'a> {
     pub password_temporary: bool,
 }
 
-pub async fn create(db: &Db, u: &NewUser<'_>) -> Result<()> {
+pub async fn create(ex: impl AnyExecutor<'_>, u: &NewUser<'_>) -> Result<()> {
     let t = now();
     sqlx::query(
         "insert into users (id, tenant_id, username, email, display_name, status, password_hash, pepper_version, \
@@ -46,7 +48,7 @@ pub async fn create(db: &Db, u: &NewUser<'_>) -> Result<()> {
     .bind(u.pepper_version)
     .bind(u.password_temporary as i64)
     .bind(t)
-    .execute(&db.pool)
+    .execute(ex)
     .await
     .map_err(on_unique("username"))?;
     Ok(())
@@ -105,7 +107,7 @@ pub async fn list(db: &Db, tenant_id: &str, q: Option<&str>, after: &str, limit:
 }
 
 /// Writes the mutable profile fields back.
-pub async fn update_profile(db: &Db, u: &UserRow) -> Result<()> {
+pub async fn update_profile(ex: impl AnyExecutor<'_>, u: &UserRow) -> Result<()> {
     let r = sqlx::query(
         "update users set username = $1, email = $2, display_name = $3, status = $4, tokens_valid_after = $5, \
          updated_at = $6 where tenant_id = $7 and id = $8",
@@ -118,7 +120,7 @@ pub async fn update_profile(db: &Db, u: &UserRow) -> Result<()> {
     .bind(now())
     .bind(&u.tenant_id)
     .bind(&u.id)
-    .execute(&db.pool)
+    .execute(ex)
     .await
     .map_err(on_unique("username"))?;
     if r.rows_affected() == 0 {
@@ -130,7 +132,7 @@ pub async fn update_profile(db: &Db, u: &UserRow) -> Result<()> {
 /// Sets a new password hash. `revoke` moves `tokens_valid_after` to now, ending sessions and
 /// tokens issued before.
 pub async fn set_password(
-    db: &Db,
+    ex: impl AnyExecutor<'_>,
     tenant_id: &str,
     id: &str,
     hash: &str,
@@ -151,7 +153,7 @@ pub async fn set_password(
     .bind(t)
     .bind(tenant_id)
     .bind(id)
-    .execute(&db.pool)
+    .execute(ex)
     .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
@@ -159,11 +161,11 @@ pub async fn set_password(
     Ok(())
 }
 
-pub async fn delete(db: &Db, tenant_id: &str, id: &str) -> Result<()> {
+pub async fn delete(ex: impl AnyExecutor<'_>, tenant_id: &str, id: &str) -> Result<()> {
     let r = sqlx::query("delete from users where tenant_id = $1 and id = $2")
         .bind(tenant_id)
         .bind(id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
