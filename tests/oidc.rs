@@ -502,6 +502,11 @@ async fn sso_prompt_max_age_and_new_session_ids() {
     assert!(p.location.unwrap().contains("/login?tx="));
     code_of(&t.login(&mut b, &c2, &[("max_age", "0")], "alice", PW).await);
     assert_ne!(b.session().unwrap(), first);
+    // The largest max_age is "any age" (it overflowed a sum, and panicked in debug builds).
+    code_of(
+        &b.get(&t.authorize_url(&c2, &[("max_age", "9223372036854775807"), ("prompt", "none")]))
+            .await,
+    );
     // Another browser has no session.
     let mut other = Browser::new();
     let p = other.get(&t.authorize_url(&a, &[("prompt", "none")])).await;
@@ -725,6 +730,12 @@ async fn logout_ends_the_session_and_its_refresh_tokens() {
     );
     let p = b.get(&bobs).await;
     assert!(p.body.contains("id=\"logout\""), "{}", p.body);
+    code_of(&b.get(&t.authorize_url(&id, &[("prompt", "none")])).await);
+    // Nor does the user's own access token: it is not an ID token (iss, aud and sub alike).
+    let at = tok["access_token"].as_str().unwrap();
+    let p = b.get(&format!("{}/t/bank/logout?id_token_hint={at}", t.s.url)).await;
+    assert_eq!(p.status, 400, "{}", p.body);
+    assert!(p.body.contains("id_token_hint is not valid"), "{}", p.body);
     code_of(&b.get(&t.authorize_url(&id, &[("prompt", "none")])).await);
     // An unregistered post_logout_redirect_uri is refused.
     let bad = format!(
@@ -1067,5 +1078,37 @@ async fn required_policy_enrols_totp_on_the_login_page() {
         .collect();
     let done = post(&t, &mut b2, "/login/mfa", f).await;
     code_of(&done);
+    t.s.stop().await;
+}
+
+/// A tenant that comes to require a second factor does not honour what began with a password
+/// alone: the SSO session signs in again, and its refresh tokens stop.
+#[tokio::test]
+async fn requiring_mfa_ends_what_a_password_alone_began() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    let (_, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    let rt = tok["refresh_token"].as_str().unwrap().to_string();
+    let (st, _) =
+        t.s.admin(
+            Method::PATCH,
+            "/admin/v1/tenants/bank",
+            &t.admin,
+            Some(json!({"policy": {"mfa": "required"}})),
+        )
+        .await;
+    assert_eq!(st, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let p = b.get(&t.authorize_url(&id, &[("prompt", "none")])).await;
+    assert_eq!(query(p.location.as_deref().unwrap())["error"], "login_required");
+    let p = b.get(&t.authorize_url(&id, &[])).await;
+    assert!(p.location.unwrap().contains("/login?tx="), "to the login page");
+    assert_eq!(
+        t.refresh(&id, &secret, &rt).await.0,
+        400,
+        "the password-only family ends"
+    );
     t.s.stop().await;
 }

@@ -247,12 +247,15 @@ async fn proceed(
         Err(e) => return internal(tenant, &e),
     };
     let now = store::now();
-    let fresh_enough = |s: &SessionRow| req.max_age.is_none_or(|m| s.auth_time + m >= now);
-    // Step-up: `acr_values` asking for mfa needs a session that had a second factor.
-    let wants_mfa = req
-        .acr_values
-        .as_deref()
-        .is_some_and(|v| v.split(' ').any(|a| a == crate::authn::ACR_MFA));
+    let fresh_enough = |s: &SessionRow| req.max_age.is_none_or(|m| now.saturating_sub(s.auth_time) <= m);
+    // Step-up: `acr_values` asking for mfa needs a session that had a second factor, and so
+    // does a tenant that requires one (a session begun before the policy said so does not
+    // count: it signs in again, with every factor).
+    let wants_mfa = crate::authn::mfa_blocks(tenant)
+        || req
+            .acr_values
+            .as_deref()
+            .is_some_and(|v| v.split(' ').any(|a| a == crate::authn::ACR_MFA));
     let strong_enough = |s: &SessionRow| !wants_mfa || s.acr == crate::authn::ACR_MFA;
     let usable = session.filter(|s| !req.prompt.iter().any(|p| p == "login") && fresh_enough(s) && strong_enough(s));
     let fail = |e: &str, d: &str| error_redirect(state, tenant, &req.redirect_uri, req.state.as_deref(), e, d);

@@ -205,7 +205,10 @@ pub async fn refresh_token(
         return Err(invalid());
     }
     let user = store::users::get(&state.db, &tenant.id, &row.user_id).await?;
-    let standing = user.filter(|u| u.status == "active" && u.tokens_valid_after <= row.family_created_at);
+    // A family begun with fewer factors than the tenant now requires ends with that policy.
+    let strong_enough = !crate::authn::mfa_blocks(tenant) || row.acr == crate::authn::ACR_MFA;
+    let standing =
+        user.filter(|u| u.status == "active" && u.tokens_valid_after <= row.family_created_at && strong_enough);
     let session_alive = match &row.session_id {
         None => true,
         Some(sid) => session_alive(state, tenant, sid).await?,

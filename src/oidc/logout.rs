@@ -27,6 +27,10 @@ struct Hint {
 /// The client and user an ID token (possibly expired) of this tenant was issued to.
 async fn hint_claims(state: &AppState, tenant: &Tenant, token: &str) -> Option<Hint> {
     let peek = jwt::peek(token).ok()?;
+    // An ID token (`JWT`), never an access token (`at+jwt`), which carries iss, aud and sub too.
+    if peek.typ.as_deref() != Some("JWT") {
+        return None;
+    }
     let keys = state.keys.for_tenant(&tenant.id).await.ok()?;
     let key = keys.verify.get(&peek.kid)?;
     if key.alg.jwt() != peek.alg {

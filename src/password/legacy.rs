@@ -163,7 +163,14 @@ fn parse<'a>(hash: &'a str, limits: &Limits) -> Result<Parsed<'a>, ImportError> 
 fn parse_argon2<'a>(hash: &'a str, limits: &Limits) -> Result<Parsed<'a>, ImportError> {
     use argon2::password_hash::PasswordHash;
     let mut phc = PasswordHash::new(hash).map_err(|_| ImportError::Malformed)?;
-    if phc.salt.is_none() || phc.hash.is_none() {
+    // The PHC syntax takes a salt of 4 characters; Argon2 needs 8 bytes, and a shorter one
+    // would fail at every sign-in instead of here.
+    let mut buf = [0u8; 64];
+    let salt_len = phc
+        .salt
+        .and_then(|s| s.decode_b64(&mut buf).ok())
+        .map_or(0, <[u8]>::len);
+    if salt_len < argon2::MIN_SALT_LEN || phc.hash.is_none() {
         return Err(ImportError::Malformed);
     }
     // The reference implementation reads a missing `v=` as version 1.0 (0x10), while the
@@ -217,11 +224,12 @@ fn parse_scrypt(hash: &str, rest: &str, limits: &Limits) -> Result<Parsed<'stati
         return Err(ImportError::TooCostly("scrypt r*p above 64"));
     }
     // scrypt needs 128·r·N bytes for each verification, outside the hashing workers' reused
-    // memory: at most what an imported Argon2 hash may use (ln ≤ 20 with r = 8 would be 1 GiB,
-    // enough for a few wrong passwords against imported users to exhaust a replica's memory).
-    if 128 * r * params.n() > u64::from(limits.argon2_max_m_kib) * 1024 {
+    // memory, and its p lanes run one after another here: memory and work both stay within
+    // what one pass over the largest Argon2 memory costs (ln ≤ 20 with r = 8 would be 1 GiB;
+    // ln = 20, r = 1, p = 64 is 128 MiB but tens of seconds of a worker per wrong password).
+    if 128 * r * params.n() * p > u64::from(limits.argon2_max_m_kib) * 1024 {
         return Err(ImportError::TooCostly(
-            "scrypt memory (128*r*N bytes) above the configured maximum (argon2_max_m_kib)",
+            "scrypt work (128*r*N*p bytes) above the configured maximum (argon2_max_m_kib)",
         ));
     }
     Ok(Parsed::Scrypt(phc))
@@ -415,6 +423,40 @@ mod tests {
                 1u64 << (ln - 10)
             );
         }
+        // Lanes run one after another: 64 lanes of 128 MiB are 8 GiB of work, not 128 MiB.
+        let lanes = |ln: u8, r: u8, p: u8| {
+            format!("$scrypt$ln={ln},r={r},p={p}$ZpSM3lbrd/tmA+cTGp+U5A$Wtf/kHJ+jAFNaFcIAnsO/gDiNErOSNdNVe9YF1WlXqE")
+        };
+        assert!(matches!(
+            classify(&lanes(20, 1, 64), &default),
+            Err(ImportError::TooCostly(_))
+        ));
+        assert!(matches!(
+            classify(&lanes(17, 8, 4), &default),
+            Err(ImportError::TooCostly(_))
+        ));
+        assert_eq!(
+            classify(&lanes(17, 8, 2), &default).unwrap(),
+            Scheme::Scrypt,
+            "256 MiB of work"
+        );
+    }
+
+    /// Argon2 needs a salt of 8 bytes or more; PHC strings may carry shorter ones, which would
+    /// fail at every sign-in, so they are refused at import.
+    #[test]
+    fn short_argon2_salts_are_refused_at_import() {
+        let with_salt =
+            |salt: &str| format!("$argon2id$v=19$m=1024,t=1,p=1${salt}$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+        assert!(
+            matches!(classify(&with_salt("AAAAAAAA"), &LIMITS), Err(ImportError::Malformed)),
+            "6 bytes"
+        );
+        assert_eq!(
+            classify(&with_salt("AAAAAAAAAAA"), &LIMITS).unwrap(),
+            Scheme::Argon2,
+            "8 bytes"
+        );
     }
 
     /// Hashes written by the RustCrypto crates themselves (the Python fixtures only imitate
