@@ -129,6 +129,9 @@ async fn maintenance(state: AppState) {
         // Hourly, sign each tenant's audit chain head (a checkpoint institutions can keep).
         if minutes.is_multiple_of(60) {
             checkpoint_all(&state).await;
+            if let Err(e) = crate::store::throttle::purge_idle(&state.db).await {
+                tracing::warn!(error = %e, "purging idle throttle counters failed");
+            }
         }
         if let Err(e) = crate::store::revocations::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired revocations failed");

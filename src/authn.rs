@@ -215,7 +215,8 @@ pub async fn check_password(
     let stored = user
         .as_ref()
         .and_then(|u| u.password_hash.as_deref().map(|h| (h, u.pepper_version)));
-    let checked = state.passwords.check(tenant, stored, password).await?;
+    let usable = user.as_ref().is_some_and(|u| u.status == "active");
+    let checked = state.passwords.check(tenant, stored, password, usable).await?;
     let reason = match &user {
         None => Some("unknown_user"),
         Some(_) if !checked.ok => Some("wrong_password"),

@@ -476,6 +476,39 @@ async fn a_weak_imported_hash_answers_no_sooner_than_an_unknown_user() {
         k.as_secs_f64() >= 0.6 * u.as_secs_f64(),
         "existing user with a weak hash: {k:?}, unknown user: {u:?}"
     );
+
+    // A locked account's correct password fails like a wrong one, and no sooner.
+    let (_, b) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            &admin,
+            Some(json!({"users": [{"username": "lockeduser", "password_hash": weak}]})),
+        )
+        .await;
+    let uid = b[0]["id"].as_str().unwrap().to_string();
+    let (st, _) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/lock"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    let right = fixtures[0]["password"].as_str().unwrap();
+    let mut locked = vec![];
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        assert_eq!(s.authn("bank", &id, &secret, "lockeduser", right).await.status(), 401);
+        locked.push(t.elapsed());
+    }
+    locked.sort();
+    assert!(
+        locked[1].as_secs_f64() >= 0.6 * u.as_secs_f64(),
+        "locked user, right password: {:?}, unknown user: {u:?}",
+        locked[1]
+    );
     s.stop().await;
 }
 
@@ -571,5 +604,34 @@ async fn per_ip_rate_limit_answers_429() {
         .await
         .unwrap();
     assert_ne!(r.status(), 429);
+    s.stop().await;
+}
+
+/// Throttle counters of names nobody tried for a day, delay over, are purged; live ones stay.
+#[tokio::test]
+async fn idle_throttle_counters_are_purged() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let now = unicred::store::now();
+    for (name, updated, next) in [
+        ("idle", now - 90_000, 0),
+        ("recent", now - 60, 0),
+        ("waiting", now - 90_000, now + 600),
+    ] {
+        sqlx::query("insert into throttles (tenant_id, username, failures, next_allowed_at, updated_at) values ('t', $1, 9, $2, $3)")
+            .bind(name)
+            .bind(next)
+            .bind(updated)
+            .execute(&s.state.db.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(unicred::store::throttle::purge_idle(&s.state.db).await.unwrap(), 1);
+    let left: Vec<(String,)> = sqlx::query_as("select username from throttles where tenant_id = 't' order by username")
+        .fetch_all(&s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [("recent".to_string(),), ("waiting".to_string(),)]);
     s.stop().await;
 }

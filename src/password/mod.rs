@@ -87,12 +87,15 @@ impl Passwords {
     ///
     /// A wrong password against a hash cheaper than the tenant's parameters (imported, or made
     /// before the policy was raised) would answer sooner than for an unknown user and so reveal
-    /// that the account exists: such a failure waits out the difference (`pad`).
+    /// that the account exists: such a failure waits out the difference (`pad`). So does a
+    /// correct password for an account that cannot sign in (`usable` false: locked, disabled),
+    /// which fails all the same and must not answer sooner than a wrong one.
     pub async fn check(
         &self,
         tenant: &Tenant,
         stored: Option<(&str, Option<i64>)>,
         password: &str,
+        usable: bool,
     ) -> Result<Checked, PasswordError> {
         self.verifications.fetch_add(1, Ordering::Relaxed);
         metrics::counter!("unicred_password_verifications_total").increment(1);
@@ -101,7 +104,8 @@ impl Passwords {
             Some((phc, Some(version))) => {
                 let (ok, spent) = self.verify_timed(&tenant.id, phc, version, password).await?;
                 let current_params = same_params(phc, params);
-                if !ok && !current_params {
+                let fails = !(ok && usable);
+                if fails && !current_params {
                     self.pad(tenant, params, spent).await?;
                 }
                 let current = self.keyring.current_pepper().0 as i64;
@@ -120,7 +124,7 @@ impl Passwords {
                     .run(&tenant.id, move |_| timed(|| legacy::verify(&h, &pw, &limits)))
                     .await?;
                 let ok = ok.map_err(|_| PasswordError::Malformed)?;
-                if !ok {
+                if !(ok && usable) {
                     self.pad(tenant, params, spent).await?;
                 }
                 Ok(Checked { ok, upgrade: ok })
