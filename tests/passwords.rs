@@ -596,6 +596,15 @@ async fn per_ip_rate_limit_answers_429() {
         statuses.push(r.status().as_u16());
     }
     assert!(statuses.contains(&429), "{statuses:?}");
+    // /authorize stores a login transaction for every stranger's request: limited too. (The
+    // bucket is empty now; whatever the request's other faults, the limit answers first.)
+    let r = s
+        .http
+        .get(format!("{}/t/system/authorize?response_type=code&client_id=x", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
     // Discovery is not a credential endpoint.
     let r = s
         .http

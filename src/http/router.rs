@@ -118,6 +118,8 @@ pub fn router(state: AppState) -> Router {
             post(oidc::authn::webauthn::enroll_options),
         )
         .route("/authn/enroll/webauthn", post(oidc::authn::webauthn::enroll))
+        // Stores a login transaction for each signed-out request: bounded per IP like sign-ins.
+        .route("/authorize", get(oidc::authorize::get).post(oidc::authorize::post))
         .route("/login", get(oidc::login::show).post(oidc::login::submit))
         .route("/login/mfa", post(oidc::login::mfa_submit))
         .route("/login/webauthn/options", post(oidc::login::webauthn_options))
@@ -141,7 +143,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/jwks.json", get(oidc::discovery::jwks))
         .route("/audit-keys.json", get(admin::audit::audit_keys))
-        .route("/authorize", get(oidc::authorize::get).post(oidc::authorize::post))
         .route(
             "/consent",
             get(oidc::login::consent_show).post(oidc::login::consent_submit),

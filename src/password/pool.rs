@@ -114,6 +114,41 @@ impl Queue {
         Some((tenant, queued_at, job))
     }
 
+    /// The tenant that gives up its newest queued job when the queue is full and a tenant with
+    /// `queued` jobs queued arrives: the one with the most, if it has at least two more (so it
+    /// keeps as many as the arrival then has, and two tenants never take turns evicting).
+    fn victim(&self, queued: usize) -> Option<&str> {
+        self.by_tenant
+            .iter()
+            .filter(|(_, t)| t.jobs.len() > queued + 1)
+            .max_by_key(|(_, t)| t.jobs.len())
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// Whether `tenant` may queue a job: within its share, and the queue has room or a fuller
+    /// tenant's newest job makes room (dropping from the fattest flow, as FQ-CoDel does), so
+    /// a few flooding tenants together cannot shut the others out.
+    fn admits(&self, tenant: &str, capacity: usize, share: usize) -> bool {
+        let queued = self.queued(tenant);
+        !self.closed && queued < share && (self.len < capacity || self.victim(queued).is_some())
+    }
+
+    /// Drops the victim's newest job (its caller gets `Busy`) when the queue is full.
+    fn make_room(&mut self, tenant: &str, capacity: usize) {
+        if self.len < capacity {
+            return;
+        }
+        let Some(victim) = self.victim(self.queued(tenant)).map(str::to_string) else {
+            return;
+        };
+        if let Some(t) = self.by_tenant.get_mut(&victim)
+            && t.jobs.pop_back().is_some()
+        {
+            self.len -= 1;
+            metrics::counter!("unicred_hash_shed_total").increment(1);
+        }
+    }
+
     fn done(&mut self, tenant: &str) {
         if let Some(t) = self.by_tenant.get_mut(tenant) {
             t.running -= 1;
@@ -173,8 +208,7 @@ impl HashPool {
     /// Whether `tenant` could queue a job now: callers shed early, before doing any other
     /// work for a request the pool would refuse anyway.
     pub fn has_room(&self, tenant: &str) -> bool {
-        let q = self.shared.lock();
-        !q.closed && q.len < self.capacity && q.queued(tenant) < self.tenant_share
+        self.shared.lock().admits(tenant, self.capacity, self.tenant_share)
     }
 
     /// Queues `f` for `tenant` and awaits its result; `Busy` at once if there is no room.
@@ -186,10 +220,11 @@ impl HashPool {
         let (tx, rx) = tokio::sync::oneshot::channel();
         {
             let mut q = self.shared.lock();
-            if q.closed || q.len >= self.capacity || q.queued(tenant) >= self.tenant_share {
+            if !q.admits(tenant, self.capacity, self.tenant_share) {
                 metrics::counter!("unicred_hash_shed_total").increment(1);
                 return Err(Busy);
             }
+            q.make_room(tenant, self.capacity);
             let job: Job = Box::new(move |scratch| {
                 let _ = tx.send(f(scratch));
             });
@@ -286,6 +321,46 @@ mod tests {
             vec!["b0", "a0", "b1", "a1"],
             "b arrived idle and goes first (a is running), then round-robin"
         );
+    }
+
+    /// Four tenants at their share fill the queue; a fifth still gets in, in place of the
+    /// newest job of one of the fullest, whose caller is told `Busy`.
+    #[tokio::test]
+    async fn flooding_tenants_together_cannot_shut_another_out() {
+        let pool = Arc::new(HashPool::new(1, 8)); // a tenant's share: 2 slots
+        let len = |p: &HashPool| p.shared.lock().len;
+        let (open, gate) = std::sync::mpsc::channel::<()>();
+        let started = Arc::new(AtomicBool::new(false));
+        let (s, p) = (started.clone(), pool.clone());
+        let blocker = tokio::spawn(async move {
+            p.run("z", move |_| {
+                s.store(true, Ordering::SeqCst);
+                gate.recv().ok();
+            })
+            .await
+        });
+        until(|| started.load(Ordering::SeqCst)).await;
+        let mut floods = Vec::new();
+        for label in ["a", "a", "b", "b", "c", "c", "d", "d"] {
+            let p = pool.clone();
+            let before = len(&pool);
+            floods.push(tokio::spawn(async move { p.run(label, |_| ()).await }));
+            until(|| len(&pool) > before).await;
+        }
+        assert!(!pool.has_room("a"), "a is at its share");
+        assert!(pool.has_room("e"), "the queue is full, but e has nothing queued");
+        let p = pool.clone();
+        let e = tokio::spawn(async move { p.run("e", |_| "e ran").await });
+        until(|| floods.iter().any(|t| t.is_finished())).await;
+        assert_eq!(len(&pool), 8);
+        open.send(()).unwrap();
+        blocker.await.unwrap().unwrap();
+        assert_eq!(e.await.unwrap().unwrap(), "e ran");
+        let mut shed = 0;
+        for t in floods {
+            shed += t.await.unwrap().is_err() as usize;
+        }
+        assert_eq!(shed, 1, "one flooding tenant's newest job made room");
     }
 
     #[test]
