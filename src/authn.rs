@@ -39,6 +39,9 @@ pub enum Step {
         state_token: String,
         factors: Vec<&'static str>,
     },
+    /// The password was temporary (an admin's, set with `temporary`): the user chooses a new
+    /// one with this state token before any other step.
+    PasswordChangeRequired { state_token: String },
 }
 
 /// State tokens live 5 minutes and die after 5 failures.
@@ -277,6 +280,15 @@ pub async fn password(
     ip: IpAddr,
 ) -> Result<Step, AuthnError> {
     let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
+    if ok.user.password_temporary != 0 {
+        let token = new_state(state, tenant, client, &ok, "password").await?;
+        return Ok(Step::PasswordChangeRequired { state_token: token });
+    }
+    next_step(state, tenant, client, ok).await
+}
+
+/// After the password (or its replacement): a second factor, enrolment, or the ticket.
+pub async fn next_step(state: &AppState, tenant: &Tenant, client: &Client, ok: PasswordOk) -> Result<Step, AuthnError> {
     if ok.has_factor {
         let token = new_state(state, tenant, client, &ok, "mfa").await?;
         return Ok(Step::MfaRequired {
@@ -308,6 +320,60 @@ pub async fn password(
         login_ticket: ticket,
         expires_in: TICKET_TTL,
     })
+}
+
+/// Replaces a temporary password: the state token of the password step (`purpose`) is spent,
+/// the new password (checked against the tenant's policy: `Ok(Err(violations))` otherwise, and
+/// the token stays usable) is stored as a permanent one, earlier sessions and tokens end, and
+/// the change is audited with it. The caller goes on with [`next_step`] or its page's like.
+pub async fn replace_temporary_password(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+    new_password: &str,
+    ip: IpAddr,
+) -> Result<Result<PasswordOk, Vec<crate::password::policy::Violation>>, AuthnError> {
+    let st = load_state(state, tenant, client, token, purpose).await?;
+    let user = store::users::get(&state.db, &tenant.id, &st.user_id)
+        .await?
+        .filter(|u| u.status == "active" && u.password_temporary != 0)
+        .ok_or(AuthnError::InvalidFactor)?;
+    let hash = match crate::users::new_password(state, tenant, &user, new_password).await {
+        Ok(h) => h,
+        Err(crate::error::Error::Policy(v)) => return Ok(Err(v)),
+        Err(crate::error::Error::Busy) => return Err(AuthnError::Busy),
+        Err(e) => return Err(AuthnError::Internal(e.to_string())),
+    };
+    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
+    let mut tx = state.db.begin_write().await?;
+    store::users::set_password(
+        &mut *tx,
+        &tenant.id,
+        &user.id,
+        &hash.phc,
+        hash.pepper_version,
+        false,
+        true,
+    )
+    .await?;
+    store::sessions::delete_for_user(&mut tx, &tenant.id, &user.id).await?;
+    let e = Event::new(&tenant.id, "user.password_changed")
+        .user(&user.id)
+        .client(&client.id)
+        .ip(Some(ip))
+        .data(serde_json::json!({"via": "temporary"}));
+    state.audit.record_in(&mut tx, e).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
+    Ok(Ok(PasswordOk {
+        has_factor: mfa::has_confirmed(state, tenant, &user.id).await?,
+        user,
+        throttle_key: st.throttle_key,
+        ip: Some(ip),
+    }))
 }
 
 pub async fn new_state(

@@ -1112,3 +1112,58 @@ async fn requiring_mfa_ends_what_a_password_alone_began() {
     );
     t.s.stop().await;
 }
+
+/// The login page asks for a new password after a temporary one, applies the policy, and
+/// only then goes on to the application.
+#[tokio::test]
+async fn the_login_page_replaces_a_temporary_password() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({})).await;
+    let (_, users) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = users["items"][0]["id"].as_str().unwrap().to_string();
+    let temp = "provisional-harbour-lantern-7";
+    let (st, _) =
+        t.s.admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
+            &t.admin,
+            Some(json!({"password": temp, "temporary": true})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    let mut b = Browser::new();
+    let p = t.login(&mut b, &id, &[], "alice", temp).await;
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("id=\"password-change\""), "{}", p.body);
+    assert!(b.session().is_none(), "no session before the new password");
+    let (tx, csrf, state) = (hidden(&p.body, "tx"), hidden(&p.body, "csrf"), hidden(&p.body, "state"));
+    let url = format!("{}/t/bank/login/password", t.s.url);
+    let weak = b
+        .post(
+            &url,
+            &[
+                ("tx", &tx),
+                ("csrf", &csrf),
+                ("state", &state),
+                ("new_password", "alice"),
+            ],
+        )
+        .await;
+    assert_eq!(weak.status, 422);
+    assert!(weak.body.contains("id=\"violations\""), "{}", weak.body);
+    let new = "granite-meadow-compass-88";
+    let done = b
+        .post(
+            &url,
+            &[("tx", &tx), ("csrf", &csrf), ("state", &state), ("new_password", new)],
+        )
+        .await;
+    let code = code_of(&done);
+    let (st, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!(st, 200, "{tok}");
+    let mut again = Browser::new();
+    code_of(&t.login(&mut again, &id, &[], "alice", new).await);
+    t.s.stop().await;
+}

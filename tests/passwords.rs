@@ -644,3 +644,61 @@ async fn idle_throttle_counters_are_purged() {
     assert_eq!(left, [("recent".to_string(),), ("waiting".to_string(),)]);
     s.stop().await;
 }
+
+/// A password an admin set with `temporary` must be replaced at the next sign-in, before
+/// anything else; the tenant's policy applies to the new one.
+#[tokio::test]
+async fn a_temporary_password_is_replaced_at_the_next_sign_in() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let uid = s.user(&admin, "bank", "alice", PW).await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    let temp = "provisional-harbour-lantern-7";
+    let (st, _) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
+            &admin,
+            Some(json!({"password": temp, "temporary": true})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    let r: Value = s.authn("bank", &id, &secret, "alice", temp).await.json().await.unwrap();
+    assert_eq!(r["status"], "PASSWORD_CHANGE_REQUIRED", "{r}");
+    assert!(r.get("login_ticket").is_none());
+    let st_token = r["state_token"].as_str().unwrap();
+    let change = |new: &str| {
+        s.http
+            .post(format!("{}/t/bank/authn/password", s.url))
+            .basic_auth(&id, Some(&secret))
+            .json(&json!({"state_token": st_token, "new_password": new}))
+            .send()
+    };
+    // Refused by the policy: each failed rule, and the token stays usable.
+    let r = change("alice").await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "password_policy", "{v}");
+    assert!(v["violations"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+    let new = "granite-meadow-compass-88";
+    let r: Value = change(new).await.unwrap().json().await.unwrap();
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    assert!(r["login_ticket"].is_string());
+    // Spent: the token does not work twice.
+    assert_eq!(change("another-granite-meadow-9").await.unwrap().status(), 401);
+    // The temporary password is gone; the new one signs in directly.
+    assert_eq!(s.authn("bank", &id, &secret, "alice", temp).await.status(), 401);
+    let r: Value = s.authn("bank", &id, &secret, "alice", new).await.json().await.unwrap();
+    assert_eq!(r["status"], "SUCCESS", "{r}");
+    let (_, u) = s
+        .admin(
+            Method::GET,
+            &format!("/admin/v1/tenants/bank/users/{uid}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(u["password_temporary"], false, "{u}");
+    s.stop().await;
+}

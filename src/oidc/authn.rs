@@ -71,6 +71,9 @@ fn step_response(step: Step, recovery_codes: Option<Vec<String>>) -> Response {
             let factors: Vec<_> = factors.iter().map(|f| serde_json::json!({"type": f})).collect();
             serde_json::json!({"status": "MFA_ENROLL_REQUIRED", "state_token": state_token, "factors": factors})
         }
+        Step::PasswordChangeRequired { state_token } => {
+            serde_json::json!({"status": "PASSWORD_CHANGE_REQUIRED", "state_token": state_token})
+        }
     };
     if let Some(codes) = recovery_codes {
         body["recovery_codes"] = codes.into();
@@ -182,6 +185,59 @@ pub async fn factor(
     let code = b.code.as_ref().map(|c| c.as_str()).unwrap_or_default();
     match authn::factor(&state, &tenant, &client, &b.state_token, &kind, code).await {
         Ok(step) => Ok(step_response(step, None)),
+        Err(e) => error_response(e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPasswordBody {
+    state_token: String,
+    new_password: Zeroizing<String>,
+    client_id: Option<String>,
+    client_secret: Option<Zeroizing<String>>,
+}
+
+impl ApiBody for NewPasswordBody {
+    const SHAPE: &'static str = "body must be {\"state_token\", \"new_password\"}";
+    fn client(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.client_id.as_deref(),
+            self.client_secret.as_ref().map(|s| s.as_str()),
+        )
+    }
+}
+
+/// `POST /authn/password`: the new password after `PASSWORD_CHANGE_REQUIRED`; then the
+/// sign-in goes on as after a password (`MFA_REQUIRED`, `MFA_ENROLL_REQUIRED` or `SUCCESS`).
+/// A password the policy refuses: 422 with each failed rule, and the state token stays usable.
+pub async fn new_password(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, OAuthError> {
+    let (tenant, client, b) = api_request::<NewPasswordBody>(&state, &slug, &headers, &body).await?;
+    let replaced = authn::replace_temporary_password(
+        &state,
+        &tenant,
+        &client,
+        &b.state_token,
+        "password",
+        &b.new_password,
+        ip,
+    )
+    .await;
+    match replaced {
+        Ok(Ok(ok)) => match authn::next_step(&state, &tenant, &client, ok).await {
+            Ok(step) => Ok(step_response(step, None)),
+            Err(e) => error_response(e),
+        },
+        Ok(Err(violations)) => Ok(json(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            serde_json::json!({"error": "password_policy", "violations": violations}),
+        )),
         Err(e) => error_response(e),
     }
 }

@@ -27,8 +27,10 @@ use crate::crypto::secret_hash;
 
 mod enroll;
 mod passkey;
+mod password;
 pub use enroll::{enroll_continue, enroll_submit, enroll_webauthn, enroll_webauthn_options};
 pub use passkey::{passkey_options, passkey_submit};
+pub use password::password_submit;
 
 #[derive(Deserialize)]
 pub struct TxQuery {
@@ -220,19 +222,38 @@ pub async fn submit(
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    if ok.has_factor {
-        return match authn::new_state(&state, &tenant, &tx.client, &ok, "page").await {
-            Ok(token) => mfa_page(&state, &tenant, &tx, &token, StatusCode::OK, None).await,
+    if ok.user.password_temporary != 0 {
+        return match authn::new_state(&state, &tenant, &tx.client, &ok, password::PURPOSE).await {
+            Ok(token) => password::page_for(&state, &tenant, &tx, &token, StatusCode::OK, None, &[]),
             Err(e) => internal(&tenant, &e),
         };
     }
-    if authn::mfa_blocks(&tenant) {
-        return enroll::start(&state, &tenant, &tx, &ok).await;
+    after_password(&state, &tenant, tx, &headers, ip, &ok).await
+}
+
+/// The login page after the password (or its replacement): the second-factor page, enrolment,
+/// or the session.
+async fn after_password(
+    state: &AppState,
+    tenant: &Tenant,
+    tx: Tx,
+    headers: &HeaderMap,
+    ip: std::net::IpAddr,
+    ok: &authn::PasswordOk,
+) -> Response {
+    if ok.has_factor {
+        return match authn::new_state(state, tenant, &tx.client, ok, "page").await {
+            Ok(token) => mfa_page(state, tenant, &tx, &token, StatusCode::OK, None).await,
+            Err(e) => internal(tenant, &e),
+        };
     }
-    if let Err(e) = authn::fully_authenticated(&state, &tenant, &tx.client, &ok, "pwd").await {
-        return internal(&tenant, &e);
+    if authn::mfa_blocks(tenant) {
+        return enroll::start(state, tenant, &tx, ok).await;
     }
-    complete(&state, &tenant, tx, &headers, ip, &ok, "pwd", ACR_PWD).await
+    if let Err(e) = authn::fully_authenticated(state, tenant, &tx.client, ok, "pwd").await {
+        return internal(tenant, &e);
+    }
+    complete(state, tenant, tx, headers, ip, ok, "pwd", ACR_PWD).await
 }
 
 /// The end of every way through the login page: the login transaction is spent, a session

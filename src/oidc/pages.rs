@@ -16,6 +16,7 @@ fn env() -> &'static Environment<'static> {
             ("consent.html", include_str!("../../templates/consent.html")),
             ("mfa.html", include_str!("../../templates/mfa.html")),
             ("enroll.html", include_str!("../../templates/enroll.html")),
+            ("password.html", include_str!("../../templates/password.html")),
             (
                 "recovery_codes.html",
                 include_str!("../../templates/recovery_codes.html"),

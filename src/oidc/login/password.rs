@@ -1,0 +1,79 @@
+//! The login page's step for a temporary password (set by an admin with `temporary`): after it
+//! is entered, the user chooses a new one (the tenant's policy applies, each failed rule is
+//! shown) before a second factor, enrolment or the session. The sign-in API's function does
+//! the work (`authn::replace_temporary_password`), with a page state token.
+
+use axum::Extension;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::{Form, LoginForm, Tx, after_password, field, internal};
+use crate::app::AppState;
+use crate::authn::{self, AuthnError};
+use crate::http::ratelimit::ClientIp;
+use crate::oidc::pages::{error_page, page};
+use crate::password::policy::Violation;
+use crate::tenants::Tenant;
+
+pub(super) const PURPOSE: &str = "page-password";
+
+/// The "choose a new password" page for state token `token`.
+pub(super) fn page_for(
+    state: &AppState,
+    tenant: &Tenant,
+    tx: &Tx,
+    token: &str,
+    status: StatusCode,
+    error: Option<&str>,
+    violations: &[Violation],
+) -> Response {
+    let ctx = minijinja::context! {
+        tenant_name => &tenant.name,
+        action => format!("{}/login/password", state.config.issuer(&tenant.slug)),
+        tx => &tx.id,
+        csrf => &tx.csrf,
+        state => token,
+        error => error,
+        violations => violations.iter().map(|v| minijinja::context! { message => &v.message }).collect::<Vec<_>>(),
+    };
+    page(status, "password.html", ctx, Some(&tx.req.redirect_uri))
+}
+
+/// `POST /login/password` (fields `tx`, `csrf`, `state`, `new_password`).
+pub async fn password_submit(
+    State(state): State<AppState>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    headers: HeaderMap,
+    LoginForm(Form { tenant, fields: f, tx }): LoginForm,
+) -> Response {
+    let token = field(&f, "state").unwrap_or_default().to_string();
+    let new = zeroize::Zeroizing::new(field(&f, "new_password").unwrap_or_default().to_string());
+    match authn::replace_temporary_password(&state, &tenant, &tx.client, &token, PURPOSE, &new, ip).await {
+        Ok(Ok(ok)) => after_password(&state, &tenant, tx, &headers, ip, &ok).await,
+        Ok(Err(violations)) => page_for(
+            &state,
+            &tenant,
+            &tx,
+            &token,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("That password cannot be used."),
+            &violations,
+        ),
+        Err(AuthnError::InvalidFactor | AuthnError::InvalidCredentials) => error_page(
+            StatusCode::UNAUTHORIZED,
+            &tenant.name,
+            "This sign-in has expired. Please go back to the application and start again.",
+        ),
+        Err(AuthnError::Busy) => page_for(
+            &state,
+            &tenant,
+            &tx,
+            &token,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("The service is busy. Please try again in a moment."),
+            &[],
+        ),
+        Err(AuthnError::Internal(e)) => internal(&tenant, &e),
+    }
+}
