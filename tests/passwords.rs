@@ -702,3 +702,53 @@ async fn a_temporary_password_is_replaced_at_the_next_sign_in() {
     assert_eq!(u["password_temporary"], false, "{u}");
     s.stop().await;
 }
+
+/// An imported hash dearer than the tenant's parameters (an Argon2 hash with more memory and
+/// passes here; bcrypt cost 12 or Django's PBKDF2 in practice) does not make its account's
+/// failures slower than an unknown user's: once such a hash was checked, every failure of the
+/// tenant waits as long.
+#[tokio::test]
+async fn a_dear_imported_hash_answers_no_later_than_an_unknown_user() {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    let params = argon2::Params::new(65536, 4, 1, None).unwrap();
+    let dear = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(b"old-password", &SaltString::encode_b64(b"sixteen-byte-slt").unwrap())
+        .unwrap()
+        .to_string();
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            &admin,
+            Some(json!({"users": [{"username": "dearuser", "password_hash": dear}]})),
+        )
+        .await;
+    assert_eq!((st.as_u16(), &b[0]["status"]), (200, &json!("created")), "{b}");
+    let timed = |user: String| {
+        let (s, id, secret) = (&s, &id, &secret);
+        async move {
+            let t = std::time::Instant::now();
+            let r = s.authn("bank", id, secret, &user, "definitely-wrong-pw").await;
+            assert_eq!(r.status(), 401);
+            t.elapsed()
+        }
+    };
+    timed("dearuser".into()).await; // the first check of the dear hash: it is learnt here
+    let (mut known, mut unknown) = (vec![], vec![]);
+    for i in 0..3 {
+        unknown.push(timed(format!("ghost{i}")).await);
+        known.push(timed("dearuser".into()).await);
+    }
+    known.sort();
+    unknown.sort();
+    let (k, u) = (known[1], unknown[1]);
+    assert!(
+        u.as_secs_f64() >= 0.75 * k.as_secs_f64(),
+        "unknown user: {u:?}, existing user with a dear hash: {k:?}"
+    );
+    s.stop().await;
+}

@@ -51,6 +51,9 @@ pub struct Passwords {
     max_m_kib: u32,
     /// Dummy hashes per parameter set: unknown users cost one full hash at the tenant's cost.
     dummies: Mutex<HashMap<Argon2Policy, Dummy>>,
+    /// Per tenant, the slowest check of a stored hash lately (imported or older hashes may cost
+    /// more than the tenant's parameters): every failure is padded to it too.
+    slowest: Mutex<HashMap<String, Duration>>,
     /// Password verifications performed (tests and metrics read it).
     pub verifications: AtomicU64,
 }
@@ -78,6 +81,7 @@ impl Passwords {
             default,
             max_m_kib,
             dummies: Mutex::new(HashMap::new()),
+            slowest: Mutex::new(HashMap::new()),
             verifications: AtomicU64::new(0),
         }
     }
@@ -85,11 +89,14 @@ impl Passwords {
     /// Checks `password` against a user's stored hash — or, for an unknown user or one without
     /// a password, against a dummy hash at the same cost, so both take the same time.
     ///
-    /// A wrong password against a hash cheaper than the tenant's parameters (imported, or made
-    /// before the policy was raised) would answer sooner than for an unknown user and so reveal
-    /// that the account exists: such a failure waits out the difference (`pad`). So does a
-    /// correct password for an account that cannot sign in (`usable` false: locked, disabled),
-    /// which fails all the same and must not answer sooner than a wrong one.
+    /// Stored hashes do not all cost the same: imported ones (bcrypt cost 12, Django's PBKDF2)
+    /// or ones made before the policy changed may cost less or more than the tenant's
+    /// parameters, and a failure that answered sooner or later than an unknown user's would tell
+    /// that the account exists. So every failure takes as long as the slower of one hash at the
+    /// tenant's parameters and the slowest stored hash of the tenant checked lately (`pad`; only
+    /// the first checks of a slower hash, before it is known, answer later). A correct password
+    /// for an account that cannot sign in (`usable` false: locked, disabled) fails all the
+    /// same and is padded too.
     pub async fn check(
         &self,
         tenant: &Tenant,
@@ -104,8 +111,8 @@ impl Passwords {
             Some((phc, Some(version))) => {
                 let (ok, spent) = self.verify_timed(&tenant.id, phc, version, password).await?;
                 let current_params = same_params(phc, params);
-                let fails = !(ok && usable);
-                if fails && !current_params {
+                self.note_cost(&tenant.id, spent);
+                if !(ok && usable) {
                     self.pad(tenant, params, spent).await?;
                 }
                 let current = self.keyring.current_pepper().0 as i64;
@@ -124,13 +131,15 @@ impl Passwords {
                     .run(&tenant.id, move |_| timed(|| legacy::verify(&h, &pw, &limits)))
                     .await?;
                 let ok = ok.map_err(|_| PasswordError::Malformed)?;
+                self.note_cost(&tenant.id, spent);
                 if !(ok && usable) {
                     self.pad(tenant, params, spent).await?;
                 }
                 Ok(Checked { ok, upgrade: ok })
             }
             None => {
-                self.verify_dummy(tenant, params, password).await?;
+                let spent = self.verify_dummy(tenant, params, password).await?;
+                self.pad(tenant, params, spent).await?;
                 Ok(Checked {
                     ok: false,
                     upgrade: false,
@@ -139,21 +148,48 @@ impl Passwords {
         }
     }
 
-    /// One verification against the dummy hash at `params`, updating its measured cost.
-    async fn verify_dummy(&self, tenant: &Tenant, params: Argon2Policy, password: &str) -> Result<(), PasswordError> {
+    /// One verification against the dummy hash at `params`, updating its measured cost; returns
+    /// the time it took on the worker.
+    async fn verify_dummy(
+        &self,
+        tenant: &Tenant,
+        params: Argon2Policy,
+        password: &str,
+    ) -> Result<Duration, PasswordError> {
         let dummy = self.dummy(tenant, params).await?;
         let version = self.keyring.current_pepper().0 as i64;
         let (_, spent) = self.verify_timed(&tenant.id, &dummy.phc, version, password).await?;
         if let Some(d) = self.dummies.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&params) {
             d.cost = (d.cost * 7 + spent) / 8;
         }
-        Ok(())
+        Ok(spent)
+    }
+
+    /// Remembers how long a stored hash of `tenant` took: the slowest lately, fading by 1/256
+    /// per faster check so that it follows a tenant whose slow hashes were all upgraded.
+    fn note_cost(&self, tenant_id: &str, spent: Duration) {
+        let mut slowest = self.slowest.lock().unwrap_or_else(|e| e.into_inner());
+        match slowest.get_mut(tenant_id) {
+            Some(s) if spent > *s => *s = spent,
+            Some(s) => *s = *s * 255 / 256,
+            None => {
+                slowest.insert(tenant_id.to_string(), spent);
+            }
+        }
     }
 
     /// Waits until a failed check that spent `spent` on a worker has taken as long as one hash
-    /// at `params`. The wait is a timer, not a worker: padding costs no hashing capacity.
+    /// at `params`, or as the tenant's slowest stored hash lately (see [`Passwords::check`]).
+    /// The wait is a timer, not a worker: padding costs no hashing capacity.
     async fn pad(&self, tenant: &Tenant, params: Argon2Policy, spent: Duration) -> Result<(), PasswordError> {
-        let full = self.dummy(tenant, params).await?.cost;
+        let slowest = self
+            .slowest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&tenant.id)
+            .copied()
+            .unwrap_or_default();
+        let full = self.dummy(tenant, params).await?.cost.max(slowest);
         if let Some(rest) = full.checked_sub(spent) {
             tokio::time::sleep(rest).await;
         }
