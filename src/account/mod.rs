@@ -172,6 +172,7 @@ pub async fn totp_confirm(
     if ok.is_none() || !store::factors::confirm(&state.db, &me.tenant.id, &id).await? {
         return Err(Problem::validation("code", "is not valid for this factor"));
     }
+    // The MFA module committed the change itself: the event follows in its own transaction.
     me.commit_audited(
         &state,
         state.db.begin_write().await?,
@@ -236,6 +237,7 @@ pub async fn recovery_codes(
     let codes = mfa::new_recovery_codes(&state, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
+    // The MFA module committed the change itself: the event follows in its own transaction.
     me.commit_audited(
         &state,
         state.db.begin_write().await?,

@@ -60,6 +60,7 @@ pub async fn register(
     else {
         return Err(invalid());
     };
+    // The MFA module committed the change itself: the event follows in its own transaction.
     me.commit_audited(
         &state,
         state.db.begin_write().await?,
