@@ -208,7 +208,14 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                 return Err("the system tenant is created by `unicred bootstrap`".into());
             }
             let state = AppState::build(config).await?;
-            let t = tenants::create(&state, &slug, name.as_deref(), Policy::default()).await?;
+            let policy = Policy::default();
+            let data = serde_json::json!({"slug": slug, "name": name.as_deref().unwrap_or(&slug), "policy": policy});
+            let event = |id: &str| {
+                crate::audit::Event::new(id, "tenant.created")
+                    .actor("cli")
+                    .data(data.clone())
+            };
+            let t = tenants::create(&state, &slug, name.as_deref(), policy, Some(&event)).await?;
             println!(
                 "{}",
                 serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": state.config.issuer(&t.slug)})
@@ -245,11 +252,10 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         Command::Keys(KeysCmd::Rotate { tenant, emergency }) => {
             let state = AppState::build(config).await?;
             let t = state.tenants.by_slug(&tenant).await?.ok_or("no such tenant")?;
-            state.keys.rotate(&t.id, emergency).await?;
             let e = crate::audit::Event::new(&t.id, "keys.rotated")
                 .actor("cli")
                 .data(serde_json::json!({"emergency": emergency}));
-            state.audit.record(e).await?;
+            state.keys.rotate(&t.id, emergency, &state.audit, e).await?;
             println!(
                 "rotated signing keys of {}{}",
                 t.slug,
@@ -395,7 +401,14 @@ pub async fn reencrypt_secrets(state: &AppState) -> Result<Vec<(&'static str, u6
 pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
     let system = match state.tenants.by_slug(SYSTEM).await? {
         Some(t) => (*t).clone(),
-        None => tenants::create(state, SYSTEM, Some("Platform"), Policy::default()).await?,
+        None => {
+            let event = |id: &str| {
+                crate::audit::Event::new(id, "tenant.created")
+                    .actor("cli:bootstrap")
+                    .data(serde_json::json!({"slug": SYSTEM, "name": "Platform"}))
+            };
+            tenants::create(state, SYSTEM, Some("Platform"), Policy::default(), Some(&event)).await?
+        }
     };
     let (client, new) = match store::clients::platform_admin(&state.db, &system.id).await? {
         Some(row) => (crate::clients::Client::try_from(row)?, false),

@@ -353,12 +353,13 @@ impl Tenants {
     }
 }
 
-/// Creates a tenant and provisions its signing keys.
+/// Creates a tenant with its signing keys, and `event(tenant id)` if given, in one transaction.
 pub async fn create(
     state: &crate::app::AppState,
     slug: &str,
     name: Option<&str>,
     policy: Policy,
+    event: Option<&(dyn Fn(&str) -> crate::audit::Event + Sync)>,
 ) -> Result<Tenant, crate::error::Error> {
     use crate::error::Error;
     if !valid_slug(slug) {
@@ -370,15 +371,25 @@ pub async fn create(
         .validate(state.config.argon2_max_m_kib)
         .map_err(|(f, r)| Error::invalid(f, r))?;
     let id = store::new_id();
+    let keys = state.keys.for_new_tenant(&id).await?;
+    let mut tx = state.db.begin_write().await?;
     let row = store::tenants::create(
-        &state.db.pool,
+        &mut *tx,
         &id,
         slug,
         name,
         &serde_json::to_string(&policy).unwrap_or_default(),
     )
     .await?;
-    state.keys.provision(&id).await?;
+    state.keys.provision(&mut tx, &keys).await?;
+    if let Some(event) = event {
+        state
+            .audit
+            .record_in(&mut tx, event(&id))
+            .await
+            .map_err(crate::tokens::tenant_keys::KeysError::from)?;
+    }
+    tx.commit().await.map_err(StoreError::from)?;
     Ok(Tenant::try_from(row)?)
 }
 

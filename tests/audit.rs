@@ -30,7 +30,7 @@ async fn serve_with_audit(s: &Server) -> String {
 
 /// A tenant made directly (the admin API would add its own `tenant.created` event).
 async fn make_tenant(s: &Server, slug: &str) {
-    unicred::tenants::create(&s.state, slug, Some(slug), Default::default())
+    unicred::tenants::create(&s.state, slug, Some(slug), Default::default(), None)
         .await
         .unwrap();
 }
@@ -394,8 +394,8 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     assert!(verify_checkpoint(&jwks, &parts.join(".")).is_err());
 
     // Rotating the tenant's token signing keys (even an emergency) leaves audit keys alone.
-    // (Directly: the admin API would add a `keys.rotated` event to this chain.)
-    s.state.keys.rotate(&bank, true).await.unwrap();
+    let e = unicred::audit::Event::new(&bank, "keys.rotated").actor("test");
+    s.state.keys.rotate(&bank, true, &s.state.audit, e).await.unwrap();
     let after: Value = s.http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(after, jwks);
     check_independently(&after, &jws);
@@ -404,7 +404,7 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     s.state.audit.rotate_key(&bank).await.unwrap();
     record_many(&s.state, &bank, 10).await;
     let cp2 = s.state.audit.checkpoint(&bank).await.unwrap();
-    assert_eq!(cp2.seq, 40);
+    assert_eq!(cp2.seq, 41, "30 events, the keys.rotated event, 10 more");
     let jwks2: Value = s.http.get(&jwks_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(jwks2["keys"].as_array().unwrap().len(), 2);
     check_independently(&jwks2, &jws);
@@ -417,9 +417,9 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
     assert!(matches!(err, unicred::audit::AuditError::NoCheckpoint(_)), "{err}");
     let p = s.state.audit.prune(&bank, 35, "cli").await.unwrap();
     assert_eq!((p.deleted, p.base_seq), (30, 30));
-    // The pruning itself is an event of the chain (seq 46), naming the new base.
+    // The pruning itself is an event of the chain (seq 47), naming the new base.
     let (kind, data): (String, String) =
-        sqlx::query_as("select kind, data from audit_events where tenant_id = $1 and seq = 46")
+        sqlx::query_as("select kind, data from audit_events where tenant_id = $1 and seq = 47")
             .bind(&bank)
             .fetch_one(&s.state.db.pool)
             .await
@@ -431,22 +431,22 @@ async fn checkpoints_verify_with_published_keys_and_anchor_pruning() {
         (Some(30), Some(30))
     );
     assert_eq!(data["base_hash"], json!(cp["hash"]));
-    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 16);
+    assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 17);
     let p = s.state.audit.prune(&bank, 45, "cli").await.unwrap();
-    assert_eq!((p.deleted, p.base_seq), (10, 40));
+    assert_eq!((p.deleted, p.base_seq), (11, 41));
     let v = verify(&s.state.db, &bank).await.unwrap();
     assert_ok(&v, 7);
-    assert_eq!(v.seq, Some(47));
+    assert_eq!(v.seq, Some(48));
     // Appending and verifying go on after pruning; tampering after the base is still caught.
     record_many(&s.state, &bank, 5).await;
     assert_ok(&verify(&s.state.db, &bank).await.unwrap(), 12);
     exec(
         &s,
-        "delete from audit_events where tenant_id = $1 and seq = 41",
+        "delete from audit_events where tenant_id = $1 and seq = 42",
         &[&bank],
     )
     .await;
-    assert_broken(&verify(&s.state.db, &bank).await.unwrap(), 41);
+    assert_broken(&verify(&s.state.db, &bank).await.unwrap(), 42);
     // The keys stay published once the tenant is deleted: its checkpoints stay verifiable.
     let r = s
         .http

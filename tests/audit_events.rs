@@ -383,8 +383,15 @@ async fn a_change_whose_event_fails_is_not_made() {
                 .unwrap();
         }
     };
+    let (_, keys_before) = s.admin(Method::GET, "/admin/v1/tenants/bank/keys", &admin, None).await;
     rename("audit_events", "audit_events_away").await;
     let changes = [
+        (
+            Method::POST,
+            "/admin/v1/tenants".to_string(),
+            Some(json!({"slug": "second"})),
+        ),
+        (Method::POST, "/admin/v1/tenants/bank/keys/rotate".to_string(), None),
         (
             Method::PATCH,
             "/admin/v1/tenants/bank".to_string(),
@@ -423,6 +430,10 @@ async fn a_change_whose_event_fails_is_not_made() {
         )
         .await;
     assert_eq!(u["status"], "active", "{u}");
+    let (st, _) = s.admin(Method::GET, "/admin/v1/tenants/second", &admin, None).await;
+    assert_eq!(st, 404, "no tenant without its event");
+    let (_, keys_after) = s.admin(Method::GET, "/admin/v1/tenants/bank/keys", &admin, None).await;
+    assert_eq!(keys_before, keys_after, "no rotation without its event");
 
     // With the trail back, each change is made and recorded, and the chain verifies.
     for (m, path, body) in &changes {
@@ -438,7 +449,13 @@ async fn a_change_whose_event_fails_is_not_made() {
         .iter()
         .filter_map(|e| e["type"].as_str())
         .collect();
-    for k in ["tenant.updated", "client.updated", "user.locked", "client.deleted"] {
+    for k in [
+        "keys.rotated",
+        "tenant.updated",
+        "client.updated",
+        "user.locked",
+        "client.deleted",
+    ] {
         assert_eq!(kinds.iter().filter(|x| **x == k).count(), 1, "{k}: {kinds:?}");
     }
     let (_, v) = s

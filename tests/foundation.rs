@@ -320,11 +320,9 @@ async fn master_key_rotation_reencrypts_and_keeps_signing() {
         .unwrap();
     assert_eq!(counts.len(), 1);
     assert_eq!(counts[0].0, 2);
-    s.state
-        .keys
-        .rotate(&s.state.tenants.by_slug(&t).await.unwrap().unwrap().id, false)
-        .await
-        .unwrap();
+    let tid = s.state.tenants.by_slug(&t).await.unwrap().unwrap().id.clone();
+    let e = unicred::audit::Event::new(&tid, "keys.rotated").actor("test");
+    s.state.keys.rotate(&tid, false, &s.state.audit, e).await.unwrap();
     let (id, secret) = s.client(&admin, &t, json!({"name": "svc"})).await;
     let (st, _) = s.token(&t, &id, &secret, &[]).await;
     assert_eq!(st, 200);

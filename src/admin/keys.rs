@@ -69,21 +69,13 @@ pub async fn rotate(
             .map_err(|e| Problem::bad_request(e.to_string()))?
             .emergency
     };
+    let event = crate::audit::Event::new(&t.id, "keys.rotated")
+        .actor(who.client_id())
+        .data(serde_json::json!({"emergency": emergency}));
     state
         .keys
-        .rotate(&t.id, emergency)
+        .rotate(&t.id, emergency, &state.audit, event)
         .await
         .map_err(crate::error::Error::from)?;
-    // The keyring commits the rotation itself: the event follows in its own transaction.
-    super::commit_audited(
-        &state,
-        super::begin(&state).await?,
-        &who,
-        &t.id,
-        "keys.rotated",
-        None,
-        serde_json::json!({"emergency": emergency}),
-    )
-    .await?;
     list(State(state), who, Path(slug)).await
 }

@@ -61,26 +61,17 @@ pub async fn create(
     if body.slug == SYSTEM {
         return Err(Problem::validation("slug", "is reserved"));
     }
-    let t = tenants::create(
-        &state,
-        &body.slug,
-        body.name.as_deref(),
-        body.policy.unwrap_or_default(),
-    )
-    .await?;
+    let policy = body.policy.unwrap_or_default();
+    let data = super::changes::bounded(serde_json::json!({
+        "slug": body.slug, "name": body.name.as_deref().unwrap_or(&body.slug), "policy": policy,
+    }));
+    let event = |id: &str| {
+        crate::audit::Event::new(id, "tenant.created")
+            .actor(who.client_id())
+            .data(data.clone())
+    };
+    let t = tenants::create(&state, &body.slug, body.name.as_deref(), policy, Some(&event)).await?;
     tracing::info!(tenant = %t.slug, by = %who.client_id(), "tenant created");
-    // The tenant and its keys exist before the event (the keyring writes its own rows): a
-    // failure here leaves a created tenant without its event, answered 5xx.
-    super::commit_audited(
-        &state,
-        super::begin(&state).await?,
-        &who,
-        &t.id,
-        "tenant.created",
-        None,
-        serde_json::json!({"slug": t.slug, "name": t.name, "policy": t.policy}),
-    )
-    .await?;
     Ok((StatusCode::CREATED, Json(view(&state, &t))))
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::audit::{Audit, Event};
 use crate::cache::TtlCache;
 use crate::crypto::{KeyError, Keyring, Purpose};
 use crate::password::HashPool;
@@ -25,6 +26,8 @@ pub enum KeysError {
     Material(#[from] super::material::KeyMaterialError),
     #[error("key generation is busy")]
     Busy,
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub struct VerifyKey {
@@ -166,18 +169,23 @@ impl KeyService {
         })
     }
 
-    /// A new tenant gets a `current` and a published `next` key for every algorithm.
-    pub async fn provision(&self, tenant_id: &str) -> Result<(), KeysError> {
+    /// A new tenant's keys: a `current` and a published `next` one for every algorithm,
+    /// generated now (on the worker pool) and stored with [`TenantKeys::provision`] in the
+    /// transaction that creates the tenant.
+    pub async fn for_new_tenant(&self, tenant_id: &str) -> Result<Vec<SigningKeyRow>, KeysError> {
         let mut rows = Vec::new();
         for alg in Alg::ALL {
             rows.push(self.generate(tenant_id, alg, "current").await?);
             rows.push(self.generate(tenant_id, alg, "next").await?);
         }
-        let mut tx = self.db.begin_write().await?;
-        for r in &rows {
-            store::keys::insert(&mut *tx, r).await?;
+        Ok(rows)
+    }
+
+    /// Stores keys from [`TenantKeys::for_new_tenant`] in `tx`.
+    pub async fn provision(&self, tx: &mut store::Tx, rows: &[SigningKeyRow]) -> Result<(), KeysError> {
+        for r in rows {
+            store::keys::insert(&mut **tx, r).await?;
         }
-        tx.commit().await.map_err(StoreError::from)?;
         Ok(())
     }
 
@@ -188,7 +196,9 @@ impl KeyService {
     /// (the leak may predate the last rotation) and `next` (stored beside the others, so it
     /// may have leaked with them) — and freshly generated keys take over. Tokens they signed
     /// stop validating at once.
-    pub async fn rotate(&self, tenant_id: &str, emergency: bool) -> Result<(), KeysError> {
+    ///
+    /// `event` (`keys.rotated`) is recorded in the rotation's own transaction.
+    pub async fn rotate(&self, tenant_id: &str, emergency: bool, audit: &Audit, event: Event) -> Result<(), KeysError> {
         let mut fresh = Vec::new();
         for alg in Alg::ALL {
             if emergency {
@@ -213,6 +223,7 @@ impl KeyService {
         for r in &fresh {
             store::keys::insert(&mut *tx, r).await?;
         }
+        audit.record_in(&mut tx, event).await?;
         tx.commit().await.map_err(StoreError::from)?;
         store::keys::delete_expired(&self.db).await?;
         self.cache.remove(&tenant_id.to_string());
