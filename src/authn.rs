@@ -594,15 +594,22 @@ pub async fn confirm_enrolment(
         .find(|f| f.confirmed == 0 && f.kind == mfa::KIND_TOTP && factor.is_none_or(|id| id == f.id))
         .ok_or(AuthnError::InvalidFactor)?;
     let verified = mfa::check_totp(state, tenant, &st.user_id, code, Some(&pending.id)).await?;
-    if verified.is_none() || !store::factors::confirm(&state.db, &tenant.id, &pending.id).await? {
+    if verified.is_none() {
         return Err(factor_failed(state, tenant, client, &st, "totp").await);
     }
-    let codes = mfa::new_recovery_codes(state, tenant, &st.user_id).await?;
+    // The confirmation, the recovery codes and the event: one transaction.
+    let mut tx = state.db.begin_write().await?;
+    if !store::factors::confirm(&mut *tx, &tenant.id, &pending.id).await? {
+        drop(tx);
+        return Err(factor_failed(state, tenant, client, &st, "totp").await);
+    }
+    let codes = mfa::new_recovery_codes(state, &mut tx, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
-    state.audit.record(e).await?;
+    state.audit.record_in(&mut tx, e).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

@@ -169,24 +169,34 @@ pub async fn totp_confirm(
     let ok = mfa::check_totp(&state, &me.tenant, &me.user.id, &body.code, Some(&id))
         .await
         .map_err(mfa_problem)?;
-    if ok.is_none() || !store::factors::confirm(&state.db, &me.tenant.id, &id).await? {
+    if ok.is_none() {
         return Err(Problem::validation("code", "is not valid for this factor"));
     }
-    // The MFA module committed the change itself: the event follows in its own transaction.
+    // The confirmation, the first factor's recovery codes and the event: one transaction.
+    let mut tx = state.db.begin_write().await?;
+    if !store::factors::confirm(&mut *tx, &me.tenant.id, &id).await? {
+        return Err(Problem::validation("code", "is not valid for this factor"));
+    }
+    let codes = if first {
+        Some(
+            mfa::new_recovery_codes(&state, &mut tx, &me.tenant, &me.user.id)
+                .await
+                .map_err(mfa_problem)?,
+        )
+    } else {
+        None
+    };
     me.commit_audited(
         &state,
-        state.db.begin_write().await?,
+        tx,
         "mfa.enrolled",
         serde_json::json!({"factor": "totp", "factor_id": id}),
     )
     .await?;
-    if first {
-        let codes = mfa::new_recovery_codes(&state, &me.tenant, &me.user.id)
-            .await
-            .map_err(mfa_problem)?;
-        return Ok(Json(serde_json::json!({ "recovery_codes": codes })));
-    }
-    Ok(Json(serde_json::json!({})))
+    Ok(Json(match codes {
+        Some(codes) => serde_json::json!({ "recovery_codes": codes }),
+        None => serde_json::json!({}),
+    }))
 }
 
 pub async fn factor_delete(
@@ -234,17 +244,12 @@ pub async fn recovery_codes(
             "Enrol a second factor first",
         ));
     }
-    let codes = mfa::new_recovery_codes(&state, &me.tenant, &me.user.id)
+    let mut tx = state.db.begin_write().await?;
+    let codes = mfa::new_recovery_codes(&state, &mut tx, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
-    // The MFA module committed the change itself: the event follows in its own transaction.
-    me.commit_audited(
-        &state,
-        state.db.begin_write().await?,
-        "mfa.recovery_codes_regenerated",
-        serde_json::json!({}),
-    )
-    .await?;
+    me.commit_audited(&state, tx, "mfa.recovery_codes_regenerated", serde_json::json!({}))
+        .await?;
     Ok(Json(serde_json::json!({ "recovery_codes": codes })))
 }
 

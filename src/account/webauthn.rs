@@ -60,20 +60,22 @@ pub async fn register(
     else {
         return Err(invalid());
     };
-    // The MFA module committed the change itself: the event follows in its own transaction.
-    me.commit_audited(
-        &state,
-        state.db.begin_write().await?,
-        "mfa.enrolled",
-        serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": id}),
-    )
-    .await?;
+    // The MFA module stored the credential itself; the first factor's recovery codes and the
+    // event follow in one transaction.
+    let mut tx = state.db.begin_write().await?;
     let mut out = serde_json::json!({ "factor_id": id });
     if first {
-        let codes = mfa::new_recovery_codes(&state, &me.tenant, &me.user.id)
+        let codes = mfa::new_recovery_codes(&state, &mut tx, &me.tenant, &me.user.id)
             .await
             .map_err(mfa_problem)?;
         out["recovery_codes"] = codes.into();
     }
+    me.commit_audited(
+        &state,
+        tx,
+        "mfa.enrolled",
+        serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": id}),
+    )
+    .await?;
     Ok(Json(out))
 }

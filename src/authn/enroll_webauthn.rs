@@ -75,12 +75,16 @@ pub async fn register(
         }
         Err(e) => return Err(e.into()),
     };
-    let recovery_codes = mfa::new_recovery_codes(state, tenant, &st.user_id).await?;
+    // The credential is stored (by the MFA module); the recovery codes and the event follow
+    // in one transaction.
+    let mut tx = state.db.begin_write().await?;
+    let recovery_codes = mfa::new_recovery_codes(state, &mut tx, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": registered.factor_id}));
-    state.audit.record(e).await?;
+    state.audit.record_in(&mut tx, e).await?;
+    tx.commit().await.map_err(crate::store::StoreError::from)?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

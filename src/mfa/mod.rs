@@ -223,8 +223,14 @@ fn normalize_code(code: &str) -> String {
         .collect()
 }
 
-/// A new set of recovery codes (the old set stops working); shown once.
-pub async fn new_recovery_codes(state: &AppState, tenant: &Tenant, user_id: &str) -> Result<Vec<String>, MfaError> {
+/// A new set of recovery codes replacing the user's, stored in `tx` (the caller records the
+/// event in it and commits); the codes are shown once.
+pub async fn new_recovery_codes(
+    state: &AppState,
+    tx: &mut store::Tx,
+    tenant: &Tenant,
+    user_id: &str,
+) -> Result<Vec<String>, MfaError> {
     const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ0123456789"; // Crockford base32: 5 bits a character
     let mut codes = Vec::with_capacity(RECOVERY_CODES);
     let mut hashes = Vec::with_capacity(RECOVERY_CODES);
@@ -246,7 +252,7 @@ pub async fn new_recovery_codes(state: &AppState, tenant: &Tenant, user_id: &str
             &raw[12..16]
         ));
     }
-    store::factors::replace_recovery_codes(&state.db, &tenant.id, user_id, &hashes, version).await?;
+    store::factors::replace_recovery_codes(tx, &tenant.id, user_id, &hashes, version).await?;
     Ok(codes)
 }
 

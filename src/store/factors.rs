@@ -1,5 +1,7 @@
 //! Second factors, recovery codes and sign-in state tokens.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -88,11 +90,11 @@ pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<Fac
     .await?)
 }
 
-pub async fn confirm(db: &Db, tenant_id: &str, id: &str) -> Result<bool> {
+pub async fn confirm(ex: impl AnyExecutor<'_>, tenant_id: &str, id: &str) -> Result<bool> {
     let r = sqlx::query("update factors set confirmed = 1 where tenant_id = $1 and id = $2 and confirmed = 0")
         .bind(tenant_id)
         .bind(id)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(r.rows_affected() == 1)
 }
@@ -158,18 +160,18 @@ pub async fn remove_unless(
     Ok(Removal::Removed)
 }
 
+/// In the caller's write transaction, with the event that records it.
 pub async fn replace_recovery_codes(
-    db: &Db,
+    tx: &mut super::Tx,
     tenant_id: &str,
     user_id: &str,
     hashes: &[String],
     version: i64,
 ) -> Result<()> {
-    let mut tx = db.begin_write().await?;
     sqlx::query("delete from recovery_codes where tenant_id = $1 and user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     for h in hashes {
         sqlx::query("insert into recovery_codes (tenant_id, user_id, code_hash, key_version) values ($1, $2, $3, $4)")
@@ -177,10 +179,9 @@ pub async fn replace_recovery_codes(
             .bind(user_id)
             .bind(h)
             .bind(version)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 
