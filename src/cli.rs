@@ -231,7 +231,9 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
             let password = if password_stdin {
                 let mut s = zeroize::Zeroizing::new(String::new());
                 std::io::stdin().take(4096).read_to_string(&mut s)?;
-                Some(s.lines().next().unwrap_or_default().to_string())
+                Some(zeroize::Zeroizing::new(
+                    s.lines().next().unwrap_or_default().to_string(),
+                ))
             } else {
                 None
             };

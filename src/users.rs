@@ -9,13 +9,15 @@ use crate::password::policy::{self, Context};
 use crate::store::{self, users::UserRow};
 use crate::tenants::Tenant;
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// No `Debug`: it holds a password (wiped on drop).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
     pub username: String,
     pub email: Option<String>,
     pub display_name: Option<String>,
-    pub password: Option<String>,
+    #[schema(value_type = Option<String>)]
+    pub password: Option<zeroize::Zeroizing<String>>,
     #[serde(default)]
     pub temporary: bool,
 }

@@ -904,6 +904,11 @@ async fn operations_endpoints_and_openapi() {
     ] {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(
+        schemas["PasswordBody"]["properties"]["password"]["type"], "string",
+        "{schemas}"
+    );
     let admin = s.admin_token().await;
     s.tenant(&admin, "bank").await;
     let disco: Value = get("/t/bank/.well-known/openid-configuration")

@@ -22,10 +22,12 @@ pub struct UserPatch {
     pub status: Option<String>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// No `Debug`: it holds a password (wiped on drop).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordBody {
-    pub password: String,
+    #[schema(value_type = String)]
+    pub password: zeroize::Zeroizing<String>,
     #[serde(default)]
     pub temporary: bool,
 }
