@@ -752,3 +752,27 @@ async fn a_dear_imported_hash_answers_no_later_than_an_unknown_user() {
     );
     s.stop().await;
 }
+
+/// After another replica rotated the pepper and re-hashed a password with it, a replica
+/// started before the rotation reads the new version from keys/ instead of failing.
+#[tokio::test]
+async fn a_replica_picks_up_a_pepper_another_rotated() {
+    let a = Server::start().await;
+    let (_, id, secret) = signin(&a).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let b = Server::start_with(common::test_config(&a.db_url, &a.keys_dir, tmp.path()), Some(tmp)).await;
+    let v = b
+        .state
+        .keyring
+        .rotate(&b.state.db, unicred::crypto::keyring::Kind::Pepper)
+        .await
+        .unwrap();
+    // The rotating process upgrades alice to the new pepper at her next sign-in.
+    assert_eq!(b.authn("bank", &id, &secret, "alice", PW).await.status(), 200);
+    assert_eq!(stored_hash(&a).await.1, Some(i64::from(v)));
+    // The one started before it still signs her in.
+    let r = a.authn("bank", &id, &secret, "alice", PW).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    b.stop().await;
+    a.stop().await;
+}

@@ -47,6 +47,8 @@ pub struct StoredHash {
 pub struct Passwords {
     pub pool: Arc<HashPool>,
     keyring: Arc<Keyring>,
+    /// For re-reading `keys/` when a stored hash names a pepper version this process lacks.
+    db: crate::store::Db,
     default: Argon2Policy,
     max_m_kib: u32,
     /// Dummy hashes per parameter set: unknown users cost one full hash at the tenant's cost.
@@ -74,10 +76,17 @@ pub struct Checked {
 }
 
 impl Passwords {
-    pub fn new(pool: Arc<HashPool>, keyring: Arc<Keyring>, default: Argon2Policy, max_m_kib: u32) -> Self {
+    pub fn new(
+        pool: Arc<HashPool>,
+        keyring: Arc<Keyring>,
+        db: crate::store::Db,
+        default: Argon2Policy,
+        max_m_kib: u32,
+    ) -> Self {
         Passwords {
             pool,
             keyring,
+            db,
             default,
             max_m_kib,
             dummies: Mutex::new(HashMap::new()),
@@ -256,10 +265,19 @@ impl Passwords {
         pepper_version: i64,
         password: &str,
     ) -> Result<(bool, Duration), PasswordError> {
-        let pepper = u32::try_from(pepper_version)
-            .ok()
-            .and_then(|v| self.keyring.pepper(v))
-            .ok_or(PasswordError::Malformed)?;
+        let version = u32::try_from(pepper_version).map_err(|_| PasswordError::Malformed)?;
+        let pepper = match self.keyring.pepper(version) {
+            Some(p) => p,
+            None => {
+                // Another replica rotated the pepper and re-hashed this password with it: pick
+                // the new version up from keys/ (the version comes from the database, never
+                // from a request).
+                if let Err(e) = self.keyring.reload(&self.db).await {
+                    tracing::warn!(error = %e, "re-reading keys/ for a new pepper version failed");
+                }
+                self.keyring.pepper(version).ok_or(PasswordError::Malformed)?
+            }
+        };
         let phc = phc.to_string();
         let password = Zeroizing::new(password.as_bytes().to_vec());
         let (ok, spent) = self
