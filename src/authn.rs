@@ -344,6 +344,8 @@ pub async fn replace_temporary_password(
         Ok(h) => h,
         Err(crate::error::Error::Policy(v)) => return Ok(Err(v)),
         Err(crate::error::Error::Busy) => return Err(AuthnError::Busy),
+        // An unreachable database stays a retryable 503.
+        Err(crate::error::Error::Store(e)) => return Err(e.into()),
         Err(e) => return Err(AuthnError::Internal(e.to_string())),
     };
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
@@ -366,8 +368,7 @@ pub async fn replace_temporary_password(
         .client(&client.id)
         .ip(Some(ip))
         .data(serde_json::json!({"via": "temporary"}));
-    state.audit.record_in(&mut tx, e).await?;
-    tx.commit().await.map_err(store::StoreError::from)?;
+    state.audit.commit(tx, e).await?;
     Ok(Ok(PasswordOk {
         has_factor: mfa::has_confirmed(state, tenant, &user.id).await?,
         user,
@@ -608,8 +609,7 @@ pub async fn confirm_enrolment(
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
-    state.audit.record_in(&mut tx, e).await?;
-    tx.commit().await.map_err(store::StoreError::from)?;
+    state.audit.commit(tx, e).await?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

@@ -215,7 +215,7 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                     .actor("cli")
                     .data(data.clone())
             };
-            let t = tenants::create(&state, &slug, name.as_deref(), policy, Some(&event)).await?;
+            let t = tenants::create(&state, &slug, name.as_deref(), policy, &event).await?;
             println!(
                 "{}",
                 serde_json::json!({"id": t.id, "slug": t.slug, "name": t.name, "issuer": state.config.issuer(&t.slug)})
@@ -409,7 +409,7 @@ pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
                     .actor("cli:bootstrap")
                     .data(serde_json::json!({"slug": SYSTEM, "name": "Platform"}))
             };
-            tenants::create(state, SYSTEM, Some("Platform"), Policy::default(), Some(&event)).await?
+            tenants::create(state, SYSTEM, Some("Platform"), Policy::default(), &event).await?
         }
     };
     let (client, new) = match store::clients::platform_admin(&state.db, &system.id).await? {
@@ -436,8 +436,7 @@ pub async fn bootstrap(state: &AppState) -> Result<serde_json::Value, Failure> {
     let e = crate::audit::Event::new(&system.id, "client.secret_rotated")
         .actor("cli:bootstrap")
         .client(&client.id);
-    state.audit.record_in(&mut tx, e).await?;
-    tx.commit().await.map_err(store::StoreError::from)?;
+    state.audit.commit(tx, e).await?;
     state.clients.forget(&client.id);
     let issuer = state.config.issuer(SYSTEM);
     Ok(serde_json::json!({

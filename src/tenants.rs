@@ -353,13 +353,14 @@ impl Tenants {
     }
 }
 
-/// Creates a tenant with its signing keys, and `event(tenant id)` if given, in one transaction.
+/// Creates a tenant with its signing keys and `event(tenant id)` (`tenant.created`) in one
+/// transaction.
 pub async fn create(
     state: &crate::app::AppState,
     slug: &str,
     name: Option<&str>,
     policy: Policy,
-    event: Option<&(dyn Fn(&str) -> crate::audit::Event + Sync)>,
+    event: &(dyn Fn(&str) -> crate::audit::Event + Sync),
 ) -> Result<Tenant, crate::error::Error> {
     use crate::error::Error;
     if !valid_slug(slug) {
@@ -382,14 +383,11 @@ pub async fn create(
     )
     .await?;
     state.keys.provision(&mut tx, &keys).await?;
-    if let Some(event) = event {
-        state
-            .audit
-            .record_in(&mut tx, event(&id))
-            .await
-            .map_err(crate::tokens::tenant_keys::KeysError::from)?;
-    }
-    tx.commit().await.map_err(StoreError::from)?;
+    state
+        .audit
+        .commit(tx, event(&id))
+        .await
+        .map_err(crate::tokens::tenant_keys::KeysError::from)?;
     Ok(Tenant::try_from(row)?)
 }
 

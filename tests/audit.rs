@@ -28,9 +28,10 @@ async fn serve_with_audit(s: &Server) -> String {
     url
 }
 
-/// A tenant made directly (the admin API would add its own `tenant.created` event).
+/// A tenant row made directly, so that its chain holds only the events a test records (the
+/// admin API and `tenants::create` add `tenant.created`; these tests sign no tokens).
 async fn make_tenant(s: &Server, slug: &str) {
-    unicred::tenants::create(&s.state, slug, Some(slug), Default::default(), None)
+    unicred::store::tenants::create(&s.state.db.pool, &unicred::store::new_id(), slug, slug, "{}")
         .await
         .unwrap();
 }

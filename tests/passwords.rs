@@ -19,22 +19,6 @@ async fn signin(s: &Server) -> (String, String, String) {
     (admin, id, secret)
 }
 
-async fn redeem(s: &Server, id: &str, secret: &str, ticket: &str, scope: &str) -> (u16, Value) {
-    let r = s
-        .http
-        .post(format!("{}/t/bank/token", s.url))
-        .basic_auth(id, Some(secret))
-        .form(&[
-            ("grant_type", "urn:unicred:grant-type:login-ticket"),
-            ("login_ticket", ticket),
-            ("scope", scope),
-        ])
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn signin_issues_a_one_time_ticket_for_the_same_client() {
     let s = Server::start().await;
@@ -56,15 +40,17 @@ async fn signin_issues_a_one_time_ticket_for_the_same_client() {
         .unwrap();
     let ticket2 = r2["login_ticket"].as_str().unwrap().to_string();
     assert_eq!(
-        redeem(&s, &id2, &secret2, &ticket2, "openid").await.1["error"],
+        s.redeem_ticket("bank", &id2, &secret2, &ticket2, "openid").await.1["error"],
         "invalid_grant"
     );
     assert_eq!(
-        redeem(&s, &id, &secret, &ticket2, "openid").await.1["error"],
+        s.redeem_ticket("bank", &id, &secret, &ticket2, "openid").await.1["error"],
         "invalid_grant"
     );
 
-    let (st, tok) = redeem(&s, &id, &secret, &ticket, "openid accounts:read").await;
+    let (st, tok) = s
+        .redeem_ticket("bank", &id, &secret, &ticket, "openid accounts:read")
+        .await;
     assert_eq!(st, 200, "{tok}");
     let jwks: Value = s
         .http
@@ -95,7 +81,7 @@ async fn signin_issues_a_one_time_ticket_for_the_same_client() {
 
     // Single use; admin scopes can never be asked for; an expired ticket is refused.
     assert_eq!(
-        redeem(&s, &id, &secret, &ticket, "openid").await.1["error"],
+        s.redeem_ticket("bank", &id, &secret, &ticket, "openid").await.1["error"],
         "invalid_grant"
     );
     let t3 = s
@@ -108,7 +94,9 @@ async fn signin_issues_a_one_time_ticket_for_the_same_client() {
         .unwrap()
         .to_string();
     assert_eq!(
-        redeem(&s, &id, &secret, &t3, "openid tenant-admin").await.1["error"],
+        s.redeem_ticket("bank", &id, &secret, &t3, "openid tenant-admin")
+            .await
+            .1["error"],
         "invalid_scope"
     );
     let t4 = s
@@ -125,7 +113,7 @@ async fn signin_issues_a_one_time_ticket_for_the_same_client() {
         .await
         .unwrap();
     assert_eq!(
-        redeem(&s, &id, &secret, &t4, "openid").await.1["error"],
+        s.redeem_ticket("bank", &id, &secret, &t4, "openid").await.1["error"],
         "invalid_grant"
     );
 
@@ -432,6 +420,28 @@ async fn legacy_import_logs_in_and_upgrades_every_format() {
     s.stop().await;
 }
 
+/// Imports one user of tenant `bank` with `hash`; returns the user's id.
+async fn import_one(s: &Server, admin: &str, username: &str, hash: &Value) -> String {
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import",
+            admin,
+            Some(json!({"users": [{"username": username, "password_hash": hash}]})),
+        )
+        .await;
+    assert_eq!((st.as_u16(), &b[0]["status"]), (200, &json!("created")), "{b}");
+    b[0]["id"].as_str().unwrap().to_string()
+}
+
+/// How long a sign-in at tenant `bank` that must fail (401) took.
+async fn failed_signin(s: &Server, id: &str, secret: &str, user: &str, password: &str) -> std::time::Duration {
+    let t = std::time::Instant::now();
+    let r = s.authn("bank", id, secret, user, password).await;
+    assert_eq!(r.status(), 401);
+    t.elapsed()
+}
+
 /// A wrong password against a cheap imported hash (argon2id m=1024, t=1: well under a
 /// millisecond) must not answer sooner than for an unknown user, which costs a hash at the
 /// tenant's parameters: else the timing tells which accounts exist.
@@ -444,23 +454,10 @@ async fn a_weak_imported_hash_answers_no_sooner_than_an_unknown_user() {
     let fixtures: Vec<Value> = serde_json::from_str(include_str!("fixtures/legacy_hashes.json")).unwrap();
     let weak = &fixtures[0]["hash"];
     assert!(weak.as_str().unwrap().starts_with("$argon2id$v=19$m=1024,t=1,"));
-    let (st, b) = s
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/bank/users/import",
-            &admin,
-            Some(json!({"users": [{"username": "olduser", "password_hash": weak}]})),
-        )
-        .await;
-    assert_eq!((st.as_u16(), &b[0]["status"]), (200, &json!("created")), "{b}");
+    import_one(&s, &admin, "olduser", weak).await;
     let timed = |user: String| {
         let (s, id, secret) = (&s, &id, &secret);
-        async move {
-            let t = std::time::Instant::now();
-            let r = s.authn("bank", id, secret, &user, "definitely-wrong-pw").await;
-            assert_eq!(r.status(), 401);
-            t.elapsed()
-        }
+        async move { failed_signin(s, id, secret, &user, "definitely-wrong-pw").await }
     };
     timed("warm-up".into()).await;
     // Four rounds: under the throttle's threshold (5), so no attempt is delayed by it.
@@ -478,15 +475,7 @@ async fn a_weak_imported_hash_answers_no_sooner_than_an_unknown_user() {
     );
 
     // A locked account's correct password fails like a wrong one, and no sooner.
-    let (_, b) = s
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/bank/users/import",
-            &admin,
-            Some(json!({"users": [{"username": "lockeduser", "password_hash": weak}]})),
-        )
-        .await;
-    let uid = b[0]["id"].as_str().unwrap().to_string();
+    let uid = import_one(&s, &admin, "lockeduser", weak).await;
     let (st, _) = s
         .admin(
             Method::POST,
@@ -499,9 +488,7 @@ async fn a_weak_imported_hash_answers_no_sooner_than_an_unknown_user() {
     let right = fixtures[0]["password"].as_str().unwrap();
     let mut locked = vec![];
     for _ in 0..3 {
-        let t = std::time::Instant::now();
-        assert_eq!(s.authn("bank", &id, &secret, "lockeduser", right).await.status(), 401);
-        locked.push(t.elapsed());
+        locked.push(failed_signin(&s, &id, &secret, "lockeduser", right).await);
     }
     locked.sort();
     assert!(
@@ -719,23 +706,10 @@ async fn a_dear_imported_hash_answers_no_later_than_an_unknown_user() {
         .hash_password(b"old-password", &SaltString::encode_b64(b"sixteen-byte-slt").unwrap())
         .unwrap()
         .to_string();
-    let (st, b) = s
-        .admin(
-            Method::POST,
-            "/admin/v1/tenants/bank/users/import",
-            &admin,
-            Some(json!({"users": [{"username": "dearuser", "password_hash": dear}]})),
-        )
-        .await;
-    assert_eq!((st.as_u16(), &b[0]["status"]), (200, &json!("created")), "{b}");
+    import_one(&s, &admin, "dearuser", &json!(dear)).await;
     let timed = |user: String| {
         let (s, id, secret) = (&s, &id, &secret);
-        async move {
-            let t = std::time::Instant::now();
-            let r = s.authn("bank", id, secret, &user, "definitely-wrong-pw").await;
-            assert_eq!(r.status(), 401);
-            t.elapsed()
-        }
+        async move { failed_signin(s, id, secret, &user, "definitely-wrong-pw").await }
     };
     timed("dearuser".into()).await; // the first check of the dear hash: it is learnt here
     let (mut known, mut unknown) = (vec![], vec![]);

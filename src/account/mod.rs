@@ -91,7 +91,7 @@ impl AccountUser {
     async fn commit_audited(
         &self,
         state: &AppState,
-        mut tx: store::Tx,
+        tx: store::Tx,
         kind: &str,
         data: serde_json::Value,
     ) -> Result<(), Problem> {
@@ -99,12 +99,7 @@ impl AccountUser {
             .user(&self.user.id)
             .client(&self.claims.client_id)
             .data(data);
-        state
-            .audit
-            .record_in(&mut tx, e)
-            .await
-            .map_err(|e| Problem::internal(&e))?;
-        tx.commit().await.map_err(store::StoreError::from)?;
+        state.audit.commit(tx, e).await.map_err(|e| Problem::internal(&e))?;
         Ok(())
     }
 }

@@ -71,7 +71,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ClientView>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let (c, secret) = clients::new_client(&state, &t, body, who.is_platform())?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::clients::create(&mut *tx, &c.to_row()).await?;
     super::commit_audited(
         &state,
@@ -138,7 +138,7 @@ pub async fn update(
         ));
     }
     body.apply(&mut c, &t, who.is_platform())?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::clients::update(&mut *tx, &c.to_row()).await?;
     super::commit_audited(
         &state,
@@ -171,7 +171,7 @@ pub async fn delete(
             "the platform-admin client is managed by `unicred bootstrap`",
         ));
     }
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::clients::delete(&mut *tx, &t.id, &c.id).await?;
     super::commit_audited(
         &state,
@@ -198,7 +198,7 @@ pub async fn rotate_secret(
     let t = managed_tenant(&state, &who, &slug).await?;
     let c = client(&state, &t.id, &id).await?;
     let (secret, tag, version) = clients::rotated_secret(&state.keyring, &c)?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::clients::set_secret(&mut *tx, &c.id, Some(&tag), Some(version)).await?;
     super::commit_audited(
         &state,

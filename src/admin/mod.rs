@@ -88,19 +88,13 @@ pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> String, view
     }
 }
 
-/// The write transaction of a management change, begun once everything slow (hashing, reads,
-/// validation) is done: on SQLite it holds the process's one writer connection.
-pub async fn begin(state: &AppState) -> Result<store::Tx, Problem> {
-    Ok(state.db.begin_write().await?)
-}
-
 /// Records a management change (who, what; before/after for non-personal fields) in the
 /// change's own transaction `tx` and commits both: no change stands without its event, and no
 /// event tells of a change that did not happen. Its data is bounded to fit an event
 /// (`changes::bounded`).
 pub async fn commit_audited(
     state: &AppState,
-    mut tx: store::Tx,
+    tx: store::Tx,
     who: &Principal,
     tenant_id: &str,
     kind: &str,
@@ -113,11 +107,6 @@ pub async fn commit_audited(
     if let Some(u) = user_id {
         e = e.user(u);
     }
-    state
-        .audit
-        .record_in(&mut tx, e)
-        .await
-        .map_err(|e| Problem::internal(&e))?;
-    tx.commit().await.map_err(store::StoreError::from)?;
+    state.audit.commit(tx, e).await.map_err(|e| Problem::internal(&e))?;
     Ok(())
 }

@@ -70,7 +70,7 @@ pub async fn create(
             .actor(who.client_id())
             .data(data.clone())
     };
-    let t = tenants::create(&state, &body.slug, body.name.as_deref(), policy, Some(&event)).await?;
+    let t = tenants::create(&state, &body.slug, body.name.as_deref(), policy, &event).await?;
     tracing::info!(tenant = %t.slug, by = %who.client_id(), "tenant created");
     Ok((StatusCode::CREATED, Json(view(&state, &t))))
 }
@@ -128,7 +128,7 @@ pub async fn update(
     policy
         .validate(state.config.argon2_max_m_kib)
         .map_err(|(f, r)| Problem::from(Error::invalid(f, r)))?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::tenants::update(
         &mut *tx,
         &t.id,
@@ -163,7 +163,7 @@ pub async fn delete(
     if t.is_system() {
         return Err(Problem::forbidden("the system tenant cannot be deleted"));
     }
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::tenants::delete(&mut *tx, &t.id).await?;
     super::commit_audited(
         &state,

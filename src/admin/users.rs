@@ -51,7 +51,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<UserView>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let new = users::new_user(&state, &t, body).await?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     new.insert(&mut *tx).await?;
     super::commit_audited(
         &state,
@@ -126,7 +126,7 @@ pub async fn update(
         }
         u.status = s;
     }
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::users::update_profile(&mut *tx, &u).await?;
     if u.status != "active" {
         store::sessions::delete_for_user(&mut tx, &t.id, &id).await?;
@@ -153,7 +153,7 @@ pub async fn delete(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::users::delete(&mut *tx, &t.id, &u.id).await?;
     store::sessions::delete_for_user(&mut tx, &t.id, &u.id).await?;
     crate::audit::erase_user(&mut *tx, &t.id, &u.id)
@@ -184,7 +184,7 @@ pub async fn set_password(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     let hash = users::new_password(&state, &t, &u, &body.password).await?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::users::set_password(
         &mut *tx,
         &t.id,
@@ -221,7 +221,7 @@ pub async fn lock(
     let mut u = user(&state, &t.id, &id).await?;
     u.status = "locked".into();
     u.tokens_valid_after = store::now();
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::users::update_profile(&mut *tx, &u).await?;
     store::sessions::delete_for_user(&mut tx, &t.id, &id).await?;
     super::commit_audited(&state, tx, &who, &t.id, "user.locked", Some(&id), serde_json::json!({})).await?;
@@ -238,7 +238,7 @@ pub async fn unlock(
 ) -> Result<Json<UserView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut u = user(&state, &t.id, &id).await?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::throttle::reset(&mut *tx, &t.id, &u.username).await?;
     if u.status == "locked" {
         u.status = "active".into();
@@ -393,7 +393,7 @@ pub async fn import(
     // event follows them.
     super::commit_audited(
         &state,
-        super::begin(&state).await?,
+        state.db.begin_write().await?,
         &who,
         &t.id,
         "users.imported",
@@ -429,7 +429,7 @@ pub async fn factor_delete(
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
     // Support may remove any factor, the last one included.
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     if let store::factors::Removal::NotFound =
         store::factors::remove_unless(&mut tx, &t.id, &u.id, &factor_id, |_, _| false).await?
     {
@@ -472,7 +472,7 @@ pub async fn sessions_delete(
 ) -> Result<StatusCode, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let u = user(&state, &t.id, &id).await?;
-    let mut tx = super::begin(&state).await?;
+    let mut tx = state.db.begin_write().await?;
     store::sessions::delete_for_user(&mut tx, &t.id, &u.id).await?;
     super::commit_audited(
         &state,

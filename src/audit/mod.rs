@@ -191,20 +191,18 @@ impl Audit {
         wait.await.map_err(|_| AuditError::Unavailable)?
     }
 
-    /// Appends `event` inside the caller's write transaction (see [`crate::store::Db::begin_write`]),
-    /// so the change it records and the event commit together or not at all. For changes that
-    /// are rare (management), as it takes the chain head's lock for the rest of `tx`: this
-    /// process's writer then finds its cached head moved and reloads it.
-    pub async fn record_in(
-        &self,
-        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-        event: Event,
-    ) -> Result<Receipt, AuditError> {
+    /// Appends `event` inside the caller's write transaction `tx` (see
+    /// [`crate::store::Db::begin_write`]) and commits it, so the change it records and the event
+    /// commit together or not at all. For changes that are rare (management, enrolment), as it
+    /// takes the chain head's lock: this process's writer then finds its cached head moved and
+    /// reloads it.
+    pub async fn commit(&self, mut tx: crate::store::Tx, event: Event) -> Result<Receipt, AuditError> {
         let mut row = event_row(event)?;
-        let head = sa::lock_head(tx, &row.tenant_id, GENESIS).await?;
+        let head = sa::lock_head(&mut tx, &row.tenant_id, GENESIS).await?;
         row.seq = head.seq + 1;
         row.hash = chain::hash_of(&head.hash, &row).ok_or(AuditError::Invalid("event"))?;
-        sa::insert_events(tx, &[&row]).await?;
+        sa::insert_events(&mut tx, &[&row]).await?;
+        tx.commit().await?;
         Ok(Receipt {
             seq: row.seq,
             hash: row.hash,

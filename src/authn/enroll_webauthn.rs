@@ -83,8 +83,7 @@ pub async fn register(
         .user(&st.user_id)
         .client(&client.id)
         .data(serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": registered.factor_id}));
-    state.audit.record_in(&mut tx, e).await?;
-    tx.commit().await.map_err(crate::store::StoreError::from)?;
+    state.audit.commit(tx, e).await?;
     if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }

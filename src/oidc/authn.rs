@@ -18,6 +18,22 @@ use crate::http::ratelimit::{ClientIp, too_many};
 
 use super::client_auth;
 
+/// `ApiBody` for a body struct with `client_id` and `client_secret` fields (for
+/// `client_secret_post`) and the problem's description when it does not parse.
+macro_rules! api_body {
+    ($body:ty, $shape:expr) => {
+        impl ApiBody for $body {
+            const SHAPE: &'static str = $shape;
+            fn client(&self) -> (Option<&str>, Option<&str>) {
+                (
+                    self.client_id.as_deref(),
+                    self.client_secret.as_ref().map(|s| s.as_str()),
+                )
+            }
+        }
+    };
+}
+
 pub mod webauthn;
 
 #[derive(Deserialize)]
@@ -105,25 +121,9 @@ struct FactorBody {
     client_secret: Option<Zeroizing<String>>,
 }
 
-impl ApiBody for Body {
-    const SHAPE: &'static str = "body must be {\"username\", \"password\"}";
-    fn client(&self) -> (Option<&str>, Option<&str>) {
-        (
-            self.client_id.as_deref(),
-            self.client_secret.as_ref().map(|s| s.as_str()),
-        )
-    }
-}
+api_body!(Body, "body must be {\"username\", \"password\"}");
 
-impl ApiBody for FactorBody {
-    const SHAPE: &'static str = "body must be {\"state_token\", \"code\"}";
-    fn client(&self) -> (Option<&str>, Option<&str>) {
-        (
-            self.client_id.as_deref(),
-            self.client_secret.as_ref().map(|s| s.as_str()),
-        )
-    }
-}
+api_body!(FactorBody, "body must be {\"state_token\", \"code\"}");
 
 /// A sign-in API request body: its step's fields and, for `client_secret_post`, the client's
 /// credentials.
@@ -198,15 +198,7 @@ struct NewPasswordBody {
     client_secret: Option<Zeroizing<String>>,
 }
 
-impl ApiBody for NewPasswordBody {
-    const SHAPE: &'static str = "body must be {\"state_token\", \"new_password\"}";
-    fn client(&self) -> (Option<&str>, Option<&str>) {
-        (
-            self.client_id.as_deref(),
-            self.client_secret.as_ref().map(|s| s.as_str()),
-        )
-    }
-}
+api_body!(NewPasswordBody, "body must be {\"state_token\", \"new_password\"}");
 
 /// `POST /authn/password`: the new password after `PASSWORD_CHANGE_REQUIRED`; then the
 /// sign-in goes on as after a password (`MFA_REQUIRED`, `MFA_ENROLL_REQUIRED` or `SUCCESS`).

@@ -224,11 +224,29 @@ pub async fn submit(
     };
     if ok.user.password_temporary != 0 {
         return match authn::new_state(&state, &tenant, &tx.client, &ok, password::PURPOSE).await {
-            Ok(token) => password::page_for(&state, &tenant, &tx, &token, StatusCode::OK, None, &[]),
+            Ok(token) => password::page_for(&state, &tenant, &tx, &token, StatusCode::OK, &[]),
             Err(e) => internal(&tenant, &e),
         };
     }
     after_password(&state, &tenant, tx, &headers, ip, &ok).await
+}
+
+/// A step's state token is spent, expired or foreign: the sign-in starts over.
+fn step_expired(tenant: &Tenant) -> Response {
+    error_page(
+        StatusCode::UNAUTHORIZED,
+        &tenant.name,
+        "This sign-in has expired. Please go back to the application and start again.",
+    )
+}
+
+/// The page for a sign-in step that failed other than by a wrong input.
+fn step_failed(tenant: &Tenant, e: AuthnError) -> Response {
+    match e {
+        AuthnError::InvalidFactor | AuthnError::InvalidCredentials => step_expired(tenant),
+        AuthnError::Busy => error_page(StatusCode::SERVICE_UNAVAILABLE, &tenant.name, "The service is busy."),
+        AuthnError::Internal(e) => internal(tenant, &e),
+    }
 }
 
 /// The login page after the password (or its replacement): the second-factor page, enrolment,

@@ -223,8 +223,7 @@ impl KeyService {
         for r in &fresh {
             store::keys::insert(&mut *tx, r).await?;
         }
-        audit.record_in(&mut tx, event).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        audit.commit(tx, event).await?;
         store::keys::delete_expired(&self.db).await?;
         self.cache.remove(&tenant_id.to_string());
         Ok(())

@@ -23,15 +23,7 @@ struct Body {
     client_secret: Option<Zeroizing<String>>,
 }
 
-impl ApiBody for Body {
-    const SHAPE: &'static str = "body must be {\"state_token\", \"credential\"}";
-    fn client(&self) -> (Option<&str>, Option<&str>) {
-        (
-            self.client_id.as_deref(),
-            self.client_secret.as_ref().map(|s| s.as_str()),
-        )
-    }
-}
+api_body!(Body, "body must be {\"state_token\", \"credential\"}");
 
 /// `POST /authn/factors/webauthn/options` `{"state_token"}` → `{"publicKey": {…}}` for
 /// `navigator.credentials.get`.

@@ -9,32 +9,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{Form, LoginForm, Tx, complete, field, internal, json_error, json_response, options_json};
+use super::{
+    Form, LoginForm, Tx, complete, field, internal, json_error, json_response, options_json, step_expired, step_failed,
+};
 use crate::app::AppState;
 use crate::authn::{self, AuthnError, PasswordOk};
 use crate::http::ratelimit::ClientIp;
 use crate::mfa::Enrolment;
 use crate::mfa::webauthn::KIND_WEBAUTHN;
-use crate::oidc::pages::{error_page, page, page_with_data_images};
+use crate::oidc::pages::{page, page_with_data_images};
 use crate::tenants::Tenant;
 
 const PURPOSE: &str = "page-enroll";
-
-fn expired(tenant: &Tenant) -> Response {
-    error_page(
-        StatusCode::UNAUTHORIZED,
-        &tenant.name,
-        "This sign-in has expired. Please go back to the application and start again.",
-    )
-}
-
-fn failed(tenant: &Tenant, e: AuthnError) -> Response {
-    match e {
-        AuthnError::InvalidFactor | AuthnError::InvalidCredentials => expired(tenant),
-        AuthnError::Busy => error_page(StatusCode::SERVICE_UNAVAILABLE, &tenant.name, "The service is busy."),
-        AuthnError::Internal(e) => internal(tenant, &e),
-    }
-}
 
 /// After a correct password of a user who must enrol: a page offering the allowed types — a
 /// new pending TOTP factor (QR code and key), and/or a button that registers a passkey or
@@ -42,12 +28,12 @@ fn failed(tenant: &Tenant, e: AuthnError) -> Response {
 pub(super) async fn start(state: &AppState, tenant: &Tenant, tx: &Tx, ok: &PasswordOk) -> Response {
     let token = match authn::new_state(state, tenant, &tx.client, ok, PURPOSE).await {
         Ok(t) => t,
-        Err(e) => return failed(tenant, e),
+        Err(e) => return step_failed(tenant, e),
     };
     let totp = if tenant.policy.allows(crate::mfa::KIND_TOTP) {
         match authn::enroll_totp(state, tenant, &tx.client, &token, PURPOSE).await {
             Ok(e) => Some(e),
-            Err(e) => return failed(tenant, e),
+            Err(e) => return step_failed(tenant, e),
         }
     } else {
         None
@@ -110,15 +96,15 @@ pub async fn enroll_submit(
                     StatusCode::UNAUTHORIZED,
                     Some("That code is not valid. Enter the code the app shows now."),
                 ),
-                Ok(None) => expired(&tenant),
-                Err(e) => failed(&tenant, e),
+                Ok(None) => step_expired(&tenant),
+                Err(e) => step_failed(&tenant, e),
             };
         }
-        Err(e) => return failed(&tenant, e),
+        Err(e) => return step_failed(&tenant, e),
     };
     let next = match authn::enrolled_state(&state, &st, &["pwd", "otp"]).await {
         Ok(t) => t,
-        Err(e) => return failed(&tenant, e),
+        Err(e) => return step_failed(&tenant, e),
     };
     let ctx = minijinja::context! {
         tenant_name => &tenant.name,
@@ -142,7 +128,7 @@ pub async fn enroll_continue(
     let token = field(&f, "state").unwrap_or_default();
     let (ok, amr) = match authn::finish_enrolled(&state, &tenant, &tx.client, token).await {
         Ok(x) => x,
-        Err(e) => return failed(&tenant, e),
+        Err(e) => return step_failed(&tenant, e),
     };
     complete(&state, &tenant, tx, &headers, ip, &ok, &amr, authn::ACR_MFA).await
 }
@@ -198,6 +184,6 @@ pub async fn enroll_webauthn(
             StatusCode::OK,
             serde_json::json!({"recovery_codes": codes, "state": next}),
         ),
-        Err(e) => failed(&tenant, e),
+        Err(e) => step_failed(&tenant, e),
     }
 }

@@ -8,11 +8,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 
-use super::{Form, LoginForm, Tx, after_password, field, internal};
+use super::{Form, LoginForm, Tx, after_password, field, step_failed};
 use crate::app::AppState;
-use crate::authn::{self, AuthnError};
+use crate::authn;
 use crate::http::ratelimit::ClientIp;
-use crate::oidc::pages::{error_page, page};
+use crate::oidc::pages::page;
 use crate::password::policy::Violation;
 use crate::tenants::Tenant;
 
@@ -25,7 +25,6 @@ pub(super) fn page_for(
     tx: &Tx,
     token: &str,
     status: StatusCode,
-    error: Option<&str>,
     violations: &[Violation],
 ) -> Response {
     let ctx = minijinja::context! {
@@ -34,7 +33,7 @@ pub(super) fn page_for(
         tx => &tx.id,
         csrf => &tx.csrf,
         state => token,
-        error => error,
+        error => (!violations.is_empty()).then_some("That password cannot be used."),
         violations => violations.iter().map(|v| minijinja::context! { message => &v.message }).collect::<Vec<_>>(),
     };
     page(status, "password.html", ctx, Some(&tx.req.redirect_uri))
@@ -57,23 +56,8 @@ pub async fn password_submit(
             &tx,
             &token,
             StatusCode::UNPROCESSABLE_ENTITY,
-            Some("That password cannot be used."),
             &violations,
         ),
-        Err(AuthnError::InvalidFactor | AuthnError::InvalidCredentials) => error_page(
-            StatusCode::UNAUTHORIZED,
-            &tenant.name,
-            "This sign-in has expired. Please go back to the application and start again.",
-        ),
-        Err(AuthnError::Busy) => page_for(
-            &state,
-            &tenant,
-            &tx,
-            &token,
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("The service is busy. Please try again in a moment."),
-            &[],
-        ),
-        Err(AuthnError::Internal(e)) => internal(&tenant, &e),
+        Err(e) => step_failed(&tenant, e),
     }
 }
