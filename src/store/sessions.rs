@@ -1,6 +1,5 @@
 //! SSO sessions (by SHA-256 of the cookie value) and login transactions.
 
-use sqlx::AnyConnection;
 use sqlx::any::AnyExecutor;
 
 use super::{Db, Result, now};
@@ -138,20 +137,21 @@ pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<Ses
     .await?)
 }
 
-/// Ends every session of a user (and the refresh tokens bound to them).
-pub async fn delete_for_user(conn: &mut AnyConnection, tenant_id: &str, user_id: &str) -> Result<()> {
+/// Ends every session of a user (and the refresh tokens bound to them), in the caller's write
+/// transaction with the change that calls for it.
+pub async fn delete_for_user(tx: &mut super::Tx, tenant_id: &str, user_id: &str) -> Result<()> {
     sqlx::query(
         "update refresh_tokens set revoked_at = $1 where tenant_id = $2 and user_id = $3 and revoked_at is null",
     )
     .bind(now())
     .bind(tenant_id)
     .bind(user_id)
-    .execute(&mut *conn)
+    .execute(&mut **tx)
     .await?;
     sqlx::query("delete from sessions where tenant_id = $1 and user_id = $2")
         .bind(tenant_id)
         .bind(user_id)
-        .execute(&mut *conn)
+        .execute(&mut **tx)
         .await?;
     Ok(())
 }
