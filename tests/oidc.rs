@@ -615,6 +615,49 @@ async fn refresh_follows_withdrawn_consent_and_scopes() {
     t.s.stop().await;
 }
 
+/// A consent answers the session it was asked in: if another sign-in in the same browser
+/// replaced that session meanwhile, the older consent page and form are refused (they would
+/// otherwise grant the new session's user what was checked for the old one).
+#[tokio::test]
+async fn a_consent_answers_only_the_session_it_was_asked_in() {
+    let t = setup().await;
+    let (id, _) = t.app(json!({"consent_required": true})).await;
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let local = |p: &Page| {
+        p.location
+            .as_deref()
+            .unwrap()
+            .replace("http://localhost", "http://127.0.0.1")
+    };
+    let mut b = Browser::new();
+    let asked = t.login(&mut b, &id, &[], "alice", PW).await;
+    let alices = b.get(&local(&asked)).await;
+    assert_eq!(alices.status, 200, "{}", alices.body);
+    let (tx, csrf) = (hidden(&alices.body, "tx"), hidden(&alices.body, "csrf"));
+    // Another tab of the same browser signs in as bob: his session replaces alice's.
+    let bobs = t.login(&mut b, &id, &[("prompt", "login")], "bob", PW).await;
+    assert!(local(&bobs).contains("/consent?tx="), "{:?}", bobs.location);
+    let consent = format!("{}/t/bank/consent", t.s.url);
+    let p = b
+        .post(&consent, &[("tx", &tx), ("csrf", &csrf), ("decision", "allow")])
+        .await;
+    assert_eq!(p.status, 403, "{}", p.body);
+    assert!(p.location.is_none(), "no code for bob from alice's consent");
+    assert_eq!(
+        b.get(&local(&asked)).await.status,
+        401,
+        "alice's consent page is gone too"
+    );
+    // Bob's own consent works.
+    let page = b.get(&local(&bobs)).await;
+    let (tx, csrf) = (hidden(&page.body, "tx"), hidden(&page.body, "csrf"));
+    code_of(
+        &b.post(&consent, &[("tx", &tx), ("csrf", &csrf), ("decision", "allow")])
+            .await,
+    );
+    t.s.stop().await;
+}
+
 /// Login CSRF: anyone can start a sign-in and read its form, so a form must work only in the
 /// browser that started it (else a page could sign a victim's browser in to the attacker's
 /// account), and a sign-in's form must not answer a consent (else `prompt=login` is skipped).

@@ -306,7 +306,7 @@ pub async fn start_transaction(
     tenant: &Tenant,
     headers: &HeaderMap,
     req: &AuthRequest,
-    purpose: session::TxPurpose,
+    purpose: session::TxPurpose<'_>,
 ) -> Result<(String, HeaderValue), store::StoreError> {
     let tx = crate::crypto::random_token::<24>();
     let (binding, cookie) = session::browser_binding(state, tenant, headers);
@@ -349,7 +349,14 @@ pub async fn after_login(
                     "consent is required",
                 );
             }
-            let (tx, cookie) = match start_transaction(state, tenant, headers, &req, session::TxPurpose::Consent).await
+            let (tx, cookie) = match start_transaction(
+                state,
+                tenant,
+                headers,
+                &req,
+                session::TxPurpose::Consent { session: &s.id_hash },
+            )
+            .await
             {
                 Ok(x) => x,
                 Err(e) => return internal(tenant, &e),

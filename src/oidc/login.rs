@@ -17,7 +17,7 @@ use crate::authn::{self, ACR_PWD, AuthnError};
 use crate::clients::Client;
 use crate::http::extract::Path;
 use crate::http::ratelimit::ClientIp;
-use crate::store;
+use crate::store::{self, sessions::SessionRow};
 use crate::tenants::Tenant;
 
 use super::authorize::{AuthRequest, after_login, error_redirect, internal, issue_code};
@@ -145,25 +145,31 @@ pub struct Form {
 
 /// A [`Form`] posted for a sign-in step.
 pub struct LoginForm(Form);
-/// A [`Form`] posted to the consent page.
-pub struct ConsentForm(Form);
+/// A [`Form`] posted to the consent page, with the session it was asked in.
+pub struct ConsentForm(Form, SessionRow);
 
 impl FromRequest<AppState> for LoginForm {
     type Rejection = Response;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        Form::check(req, state, TxPurpose::Login).await.map(LoginForm)
+        let (form, headers) = Form::read(req, state).await?;
+        form.bound(state, &headers, TxPurpose::Login)?;
+        Ok(LoginForm(form))
     }
 }
 
 impl FromRequest<AppState> for ConsentForm {
     type Rejection = Response;
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        Form::check(req, state, TxPurpose::Consent).await.map(ConsentForm)
+        let (form, headers) = Form::read(req, state).await?;
+        let s = signed_in(state, &form.tenant, &headers).await?;
+        form.bound(state, &headers, TxPurpose::Consent { session: &s.id_hash })?;
+        Ok(ConsentForm(form, s))
     }
 }
 
 impl Form {
-    async fn check(req: Request, state: &AppState, purpose: TxPurpose) -> Result<Form, Response> {
+    /// The tenant, the fields and the login transaction they name.
+    async fn read(req: Request, state: &AppState) -> Result<(Form, HeaderMap), Response> {
         let (mut parts, body) = req.into_parts();
         let Path(slug) = Path::<String>::from_request_parts(&mut parts, state)
             .await
@@ -175,16 +181,35 @@ impl Form {
         let tenant = tenant_or_page(state, &slug).await?;
         let fields = form(&body);
         let tx = load_tx(state, &tenant, field(&fields, "tx")).await?;
-        if !csrf_ok(&tx, field(&fields, "csrf"))
-            || !session::tx_bound(state, &tenant, &headers, &tx.id, &tx.csrf, purpose)
+        Ok((Form { tenant, fields, tx }, headers))
+    }
+
+    /// The form's CSRF token, and that it comes from the browser that started the transaction,
+    /// for `purpose`.
+    fn bound(&self, state: &AppState, headers: &HeaderMap, purpose: TxPurpose<'_>) -> Result<(), Response> {
+        if !csrf_ok(&self.tx, field(&self.fields, "csrf"))
+            || !session::tx_bound(state, &self.tenant, headers, &self.tx.id, &self.tx.csrf, purpose)
         {
             return Err(error_page(
                 StatusCode::FORBIDDEN,
-                &tenant.name,
+                &self.tenant.name,
                 "The form has expired. Please try again.",
             ));
         }
-        Ok(Form { tenant, fields, tx })
+        Ok(())
+    }
+}
+
+/// The browser's session, or the page that asks to sign in again.
+async fn signed_in(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -> Result<SessionRow, Response> {
+    match session::current(state, tenant, headers).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(error_page(
+            StatusCode::UNAUTHORIZED,
+            &tenant.name,
+            "Please sign in again.",
+        )),
+        Err(e) => Err(internal(tenant, &e)),
     }
 }
 
@@ -340,23 +365,28 @@ pub async fn consent_show(
         Ok(tx) => tx,
         Err(r) => return r,
     };
-    match session::current(&state, &tenant, &headers).await {
-        Ok(Some(_)) => consent_page(&state, &tenant, &tx),
-        Ok(None) => error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
-        Err(e) => internal(&tenant, &e),
+    let s = match signed_in(&state, &tenant, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    // Asked in another session than this one (another sign-in replaced it since).
+    if !session::tx_bound(
+        &state,
+        &tenant,
+        &headers,
+        &tx.id,
+        &tx.csrf,
+        TxPurpose::Consent { session: &s.id_hash },
+    ) {
+        return step_expired(&tenant);
     }
+    consent_page(&state, &tenant, &tx)
 }
 
 pub async fn consent_submit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    ConsentForm(Form { tenant, fields: f, tx }): ConsentForm,
+    ConsentForm(Form { tenant, fields: f, tx }, s): ConsentForm,
 ) -> Response {
-    let s = match session::current(&state, &tenant, &headers).await {
-        Ok(Some(s)) => s,
-        Ok(None) => return error_page(StatusCode::UNAUTHORIZED, &tenant.name, "Please sign in again."),
-        Err(e) => return internal(&tenant, &e),
-    };
     match store::sessions::end_transaction(&state.db, &secret_hash(&tx.id)).await {
         Ok(true) => {}
         Ok(false) => {

@@ -27,11 +27,14 @@ fn browser_cookie_name(state: &AppState, tenant: &Tenant) -> String {
 }
 
 /// What a login transaction's forms are for: a transaction started to sign in cannot be used
-/// to consent, and the reverse (a consent form would otherwise skip a forced sign-in).
+/// to consent, and the reverse (a consent form would otherwise skip a forced sign-in). A
+/// consent is also bound to the session it was asked in (SHA-256 of its id): if another
+/// sign-in replaced that session in the browser meanwhile, the form is refused instead of
+/// granting the new session's user what the old one was checked for.
 #[derive(Clone, Copy)]
-pub enum TxPurpose {
+pub enum TxPurpose<'a> {
     Login,
-    Consent,
+    Consent { session: &'a str },
 }
 
 /// The browser's login binding: a random value in a cookie that each login transaction's CSRF
@@ -49,10 +52,10 @@ pub fn browser_binding(state: &AppState, tenant: &Tenant, headers: &HeaderMap) -
 }
 
 /// A transaction's CSRF token: bound to the browser, the transaction and its purpose.
-pub fn tx_csrf(binding: &str, tx: &str, purpose: TxPurpose) -> String {
+pub fn tx_csrf(binding: &str, tx: &str, purpose: TxPurpose<'_>) -> String {
     let purpose = match purpose {
-        TxPurpose::Login => "login",
-        TxPurpose::Consent => "consent",
+        TxPurpose::Login => "login".to_string(),
+        TxPurpose::Consent { session } => format!("consent {session}"),
     };
     crate::crypto::secret_hash(format!("{purpose}.{binding}.{tx}"))
 }
@@ -64,7 +67,7 @@ pub fn tx_bound(
     headers: &HeaderMap,
     tx: &str,
     csrf: &str,
-    purpose: TxPurpose,
+    purpose: TxPurpose<'_>,
 ) -> bool {
     use subtle::ConstantTimeEq;
     cookie(headers, &browser_cookie_name(state, tenant))
