@@ -1,7 +1,8 @@
 // unicred's login pages: WebAuthn through the pages' own endpoints. Served from
 // /assets/webauthn.js (the pages' CSP allows only same-origin scripts, no inline code).
 //  - the second-factor page (#webauthn-step in form#mfa's page): a security key or passkey
-//    for the user who just gave a password;
+//    for the user who just gave a password (then, for a temporary password, the page that
+//    replaces it);
 //  - the login page (#passkey-step beside form#login): "Sign in with a passkey", a
 //    discoverable credential with user verification and no username.
 //  - the enrolment page (#enroll-webauthn-step), for tenants that require a second factor:
@@ -88,6 +89,25 @@
       var body = fields();
       body.append("credential", JSON.stringify(credential));
       var done = await post(step.dataset.action, body, notUsed);
+      if (done.continue) {
+        // A temporary password to replace first: the server's page for it, by a form post
+        // (the step's state token stays out of URLs).
+        var next = document.createElement("form");
+        next.method = "post";
+        next.action = done.continue.action;
+        [["tx", form.elements.tx.value], ["csrf", form.elements.csrf.value], ["state", done.continue.state]].forEach(
+          function (kv) {
+            var input = document.createElement("input");
+            input.type = "hidden";
+            input.name = kv[0];
+            input.value = kv[1];
+            next.appendChild(input);
+          },
+        );
+        document.body.appendChild(next);
+        next.submit();
+        return;
+      }
       window.location.assign(done.redirect);
     }
 

@@ -40,7 +40,8 @@ pub enum Step {
         factors: Vec<&'static str>,
     },
     /// The password was temporary (an admin's, set with `temporary`): the user chooses a new
-    /// one with this state token before any other step.
+    /// one with this state token before enrolment or the ticket (after the second factor when
+    /// the user has one).
     PasswordChangeRequired { state_token: String },
 }
 
@@ -271,6 +272,10 @@ pub async fn fully_authenticated(
 }
 
 /// The sign-in API's password step: a login ticket once every required factor is in.
+///
+/// A temporary password is replaced before the sign-in goes on, but after the second factor
+/// when the user has one: the temporary password alone (it reached the user by some other
+/// channel) must not let anyone choose the account's password and end its sessions.
 pub async fn password(
     state: &AppState,
     tenant: &Tenant,
@@ -280,7 +285,7 @@ pub async fn password(
     ip: IpAddr,
 ) -> Result<Step, AuthnError> {
     let ok = check_password(state, tenant, client, username, password, ip, |_| None).await?;
-    if ok.user.password_temporary != 0 {
+    if ok.user.password_temporary != 0 && !ok.has_factor {
         let token = new_state(state, tenant, client, &ok, "password").await?;
         return Ok(Step::PasswordChangeRequired { state_token: token });
     }
@@ -322,10 +327,80 @@ pub async fn next_step(state: &AppState, tenant: &Tenant, client: &Client, ok: P
     })
 }
 
+/// After a second factor: the state token (`purpose`) for replacing a temporary password the
+/// user still has, carrying the factor's `amr`; `None` if there is none to replace.
+pub async fn password_change_after_factor(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    ok: &PasswordOk,
+    purpose: &str,
+    amr: &str,
+) -> Result<Option<String>, AuthnError> {
+    if ok.user.password_temporary == 0 {
+        return Ok(None);
+    }
+    let token = crate::crypto::random_token::<32>();
+    let row = StateRow {
+        tenant_id: tenant.id.clone(),
+        client_id: client.id.clone(),
+        user_id: ok.user.id.clone(),
+        purpose: purpose.into(),
+        throttle_key: ok.throttle_key.clone(),
+        failures: 0,
+        amr: Some(amr.into()),
+    };
+    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    Ok(Some(token))
+}
+
+/// The sign-in API after a second factor (`amr`): the login ticket, or first the replacement
+/// of a temporary password.
+async fn after_factor(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    ok: PasswordOk,
+    amr: &[&str],
+) -> Result<Step, AuthnError> {
+    if let Some(token) = password_change_after_factor(state, tenant, client, &ok, "password", &amr.join(" ")).await? {
+        return Ok(Step::PasswordChangeRequired { state_token: token });
+    }
+    let ticket = issue_ticket(state, tenant, client, &ok.user, amr, ACR_MFA).await?;
+    Ok(Step::Success {
+        user_id: ok.user.id,
+        login_ticket: ticket,
+        expires_in: TICKET_TTL,
+    })
+}
+
+/// A replaced temporary password.
+pub struct Replaced {
+    pub ok: PasswordOk,
+    /// The second factor's `amr` when it came first (the user had one): the sign-in is then
+    /// complete. `None`: it goes on as after a password.
+    pub amr: Option<String>,
+}
+
+/// The sign-in API after a replaced temporary password: as after the password, or the ticket
+/// when the second factor came first.
+pub async fn after_replacement(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    r: Replaced,
+) -> Result<Step, AuthnError> {
+    match r.amr {
+        Some(amr) => after_factor(state, tenant, client, r.ok, &amr.split(' ').collect::<Vec<_>>()).await,
+        None => next_step(state, tenant, client, r.ok).await,
+    }
+}
+
 /// Replaces a temporary password: the state token of the password step (`purpose`) is spent,
 /// the new password (checked against the tenant's policy: `Ok(Err(violations))` otherwise, and
 /// the token stays usable) is stored as a permanent one, earlier sessions and tokens end, and
-/// the change is audited with it. The caller goes on with [`next_step`] or its page's like.
+/// the change is audited with it. The caller goes on with [`after_replacement`] or its page's
+/// like.
 pub async fn replace_temporary_password(
     state: &AppState,
     tenant: &Tenant,
@@ -334,9 +409,9 @@ pub async fn replace_temporary_password(
     purpose: &str,
     new_password: &str,
     ip: IpAddr,
-) -> Result<Result<PasswordOk, Vec<crate::password::policy::Violation>>, AuthnError> {
+) -> Result<Result<Replaced, Vec<crate::password::policy::Violation>>, AuthnError> {
     let st = load_state(state, tenant, client, token, purpose).await?;
-    let user = store::users::get(&state.db, &tenant.id, &st.user_id)
+    let mut user = store::users::get(&state.db, &tenant.id, &st.user_id)
         .await?
         .filter(|u| u.status == "active" && u.password_temporary != 0)
         .ok_or(AuthnError::InvalidFactor)?;
@@ -369,12 +444,27 @@ pub async fn replace_temporary_password(
         .ip(Some(ip))
         .data(serde_json::json!({"via": "temporary"}));
     state.audit.commit(tx, e).await?;
-    Ok(Ok(PasswordOk {
-        has_factor: mfa::has_confirmed(state, tenant, &user.id).await?,
-        user,
-        throttle_key: st.throttle_key,
-        ip: Some(ip),
+    user.password_temporary = 0;
+    Ok(Ok(Replaced {
+        ok: PasswordOk {
+            has_factor: mfa::has_confirmed(state, tenant, &user.id).await?,
+            user,
+            throttle_key: st.throttle_key,
+            ip: Some(ip),
+        },
+        amr: st.amr,
     }))
+}
+
+/// Whether `token` is a live state token of this tenant and client, for `purpose`.
+pub async fn live_state(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    token: &str,
+    purpose: &str,
+) -> Result<(), AuthnError> {
+    load_state(state, tenant, client, token, purpose).await.map(|_| ())
 }
 
 pub async fn new_state(
@@ -522,12 +612,7 @@ pub async fn factor(
     code: &str,
 ) -> Result<Step, AuthnError> {
     let ok = verify_factor(state, tenant, client, token, "mfa", kind, code).await?;
-    let ticket = issue_ticket(state, tenant, client, &ok.user, &["pwd", "otp"], ACR_MFA).await?;
-    Ok(Step::Success {
-        user_id: ok.user.id,
-        login_ticket: ticket,
-        expires_in: TICKET_TTL,
-    })
+    after_factor(state, tenant, client, ok, &["pwd", "otp"]).await
 }
 
 /// `POST /authn/enroll/totp` (`purpose` `enroll`) and the login page's enrolment step

@@ -296,11 +296,23 @@ async fn browser_login_with_a_passkey() {
     if !enabled() {
         return;
     }
-    let claims = browser_passkey(false).await;
+    let claims = browser_passkey(Passkey::SecondFactor).await;
     let amr = claims["amr"].as_array().unwrap();
     assert_eq!(amr[0], "pwd", "{claims}");
     assert!(amr.iter().any(|a| a == "hwk" || a == "swk"), "{claims}");
     assert!(amr.iter().any(|a| a == "user"), "user verified: {claims}");
+}
+
+/// The same with a temporary password (set by an admin after the key was registered): after
+/// the key, the served script posts to the "choose a new password" page, and only the new
+/// password completes the sign-in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_passkey_before_a_new_password() {
+    if !enabled() {
+        return;
+    }
+    let claims = browser_passkey(Passkey::BeforeANewPassword).await;
+    assert_eq!(claims["amr"][0], "pwd", "{claims}");
 }
 
 /// The same passkey, discoverable, with only the login page's "Sign in with a passkey"
@@ -310,7 +322,7 @@ async fn browser_passwordless_passkey() {
     if !enabled() {
         return;
     }
-    let claims = browser_passkey(true).await;
+    let claims = browser_passkey(Passkey::Passwordless).await;
     let amr = claims["amr"].as_array().unwrap();
     assert_eq!(amr.len(), 2, "{claims}");
     assert!(amr[0] == "hwk" || amr[0] == "swk", "{claims}");
@@ -393,9 +405,20 @@ fn authorize_url(s: &Server, tenant: &str, client: &str, cb: &str, state: &str) 
     (verifier, u.to_string())
 }
 
-/// Registers a passkey in Chromium's virtual authenticator and signs in with it (after the
-/// password, or `passwordless`); returns the ID token's claims (acr checked here).
-async fn browser_passkey(passwordless: bool) -> Value {
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Passkey {
+    /// After the password.
+    SecondFactor,
+    /// After a temporary password, then the new password.
+    BeforeANewPassword,
+    /// Without username or password.
+    Passwordless,
+}
+
+/// Registers a passkey in Chromium's virtual authenticator and signs in with it (`how`);
+/// returns the ID token's claims (acr checked here).
+async fn browser_passkey(how: Passkey) -> Value {
+    let passwordless = how == Passkey::Passwordless;
     let (s, admin) = setup().await;
     let (listener, cb) = callback();
     let (web, web_secret) = app(&s, &admin, &cb, "Web App", "client_secret_basic", "ES256").await;
@@ -433,6 +456,29 @@ async fn browser_passkey(passwordless: bool) -> Value {
     assert_eq!(status, 200, "{tok}");
     let account_token = tok["access_token"].as_str().unwrap().to_string();
 
+    let mut password = PW.to_string();
+    if how == Passkey::BeforeANewPassword {
+        // The account token stays valid: a password set ends sessions and refresh tokens.
+        password = "provisional-harbour-lantern-7".into();
+        let (_, users) = s
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/tenants/{TENANT}/users?q=alice"),
+                &admin,
+                None,
+            )
+            .await;
+        let uid = users["items"][0]["id"].as_str().unwrap();
+        let (st, _) = s
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/v1/tenants/{TENANT}/users/{uid}/password"),
+                &admin,
+                Some(json!({"password": password, "temporary": true})),
+            )
+            .await;
+        assert_eq!(st, 204);
+    }
     let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
     let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
     let mut cmd = Command::new(std::env::var("UNICRED_E2E_NODE").unwrap_or("node".into()));
@@ -443,7 +489,7 @@ async fn browser_passkey(passwordless: bool) -> Value {
         "--username",
         "alice",
         "--password",
-        PW,
+        &password,
         "--account-token",
         &account_token,
         "--origin",
@@ -465,9 +511,12 @@ async fn browser_passkey(passwordless: bool) -> Value {
         let (_, foreign) = authorize_url(&s, "elsewhere", &id, &cb, "st-foreign");
         cmd.args(["--passwordless", "--foreign", &foreign]);
     }
+    if how == Passkey::BeforeANewPassword {
+        cmd.args(["--new-password", "granite-meadow-compass-88"]);
+    }
     cmd.arg(url);
     drop(listener);
-    let out = run(cmd, format!("chromium passkey (passwordless: {passwordless})")).await;
+    let out = run(cmd, format!("chromium passkey ({how:?})")).await;
     let v = last_json(&out);
     assert_eq!(v["state"], "st-key", "{v}");
     assert_eq!(v["iss"], s.issuer(TENANT), "{v}");

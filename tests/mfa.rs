@@ -773,3 +773,73 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
     not_allowed(st, &b);
     t.s.stop().await;
 }
+
+/// With a second factor, the sign-in API asks for it before a temporary password is replaced:
+/// the temporary password alone cannot choose the account's password.
+#[tokio::test]
+async fn a_temporary_password_is_replaced_after_the_second_factor() {
+    let t = setup().await;
+    let (_, codes, _) = t.enrol("alice").await;
+    let (_, page) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = page["items"][0]["id"].as_str().unwrap().to_string();
+    let temp = "provisional-harbour-lantern-7";
+    let (st, _) =
+        t.s.admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
+            &t.admin,
+            Some(json!({"password": temp, "temporary": true})),
+        )
+        .await;
+    assert_eq!(st, 204);
+    let (st, r) = t.post("/authn", json!({"username": "alice", "password": temp})).await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("MFA_REQUIRED")), "{r}");
+    let mfa_token = r["state_token"].as_str().unwrap().to_string();
+    let new = "granite-meadow-compass-88";
+    // The second factor's state token cannot choose the password.
+    let (st, _) = t
+        .post(
+            "/authn/password",
+            json!({"state_token": mfa_token, "new_password": new}),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, r) = t
+        .post(
+            "/authn/factors/recovery_code",
+            json!({"state_token": mfa_token, "code": codes[0]}),
+        )
+        .await;
+    assert_eq!(
+        (st, r["status"].as_str()),
+        (200, Some("PASSWORD_CHANGE_REQUIRED")),
+        "{r}"
+    );
+    assert!(r.get("login_ticket").is_none(), "{r}");
+    let (st, r) = t
+        .post(
+            "/authn/password",
+            json!({"state_token": r["state_token"], "new_password": new}),
+        )
+        .await;
+    assert_eq!((st, r["status"].as_str()), (200, Some("SUCCESS")), "{r}");
+    let (st, tok) =
+        t.s.redeem_ticket("bank", &t.id, &t.secret, r["login_ticket"].as_str().unwrap(), "openid")
+            .await;
+    assert_eq!(st, 200, "{tok}");
+    use base64::Engine;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(tok["id_token"].as_str().unwrap().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
+    assert_eq!(claims["amr"], json!(["pwd", "otp"]), "{claims}");
+    // The new password stands, and still needs the factor.
+    let (_, r) = t.post("/authn", json!({"username": "alice", "password": new})).await;
+    assert_eq!(r["status"], "MFA_REQUIRED", "{r}");
+    t.s.stop().await;
+}

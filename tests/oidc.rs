@@ -1210,3 +1210,109 @@ async fn the_login_page_replaces_a_temporary_password() {
     code_of(&t.login(&mut again, &id, &[], "alice", new).await);
     t.s.stop().await;
 }
+
+/// With a second factor, a temporary password is replaced only after it: the temporary
+/// password alone shows the second-factor page, not the one that chooses the account's
+/// password (its holder could otherwise take the account over and end its sessions).
+#[tokio::test]
+async fn the_login_page_asks_the_second_factor_before_a_new_password() {
+    let t = setup().await;
+    let (id, secret) = t.app(json!({"scopes": ["account"]})).await;
+    // Alice enrols TOTP through the account API.
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &id, &[("scope", "openid account")], "alice", PW).await);
+    let (st, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    assert_eq!(st, 200, "{tok}");
+    let account = |path: &str, body: Value| {
+        t.s.http
+            .post(format!("{}/t/bank/account{path}", t.s.url))
+            .bearer_auth(tok["access_token"].as_str().unwrap())
+            .json(&body)
+            .send()
+    };
+    let e: Value = account("/totp", json!({})).await.unwrap().json().await.unwrap();
+    let fid = e["factor_id"].as_str().unwrap_or_else(|| panic!("{e}"));
+    let code = totp_code(e["secret"].as_str().unwrap(), unix_now());
+    let c: Value = account(&format!("/totp/{fid}/confirm"), json!({"code": code}))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recovery = c["recovery_codes"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{c}"))
+        .to_string();
+    let (_, users) =
+        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
+            .await;
+    let uid = users["items"][0]["id"].as_str().unwrap().to_string();
+    let temp = "provisional-harbour-lantern-7";
+    let (st, _) =
+        t.s.admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
+            &t.admin,
+            Some(json!({"password": temp, "temporary": true})),
+        )
+        .await;
+    assert_eq!(st, 204);
+
+    let mut b = Browser::new();
+    let mfa = t.login(&mut b, &id, &[], "alice", temp).await;
+    assert_eq!(mfa.status, 200, "{}", mfa.body);
+    assert!(mfa.body.contains("form id=\"mfa\""), "{}", mfa.body);
+    assert!(!mfa.body.contains("password-change"), "{}", mfa.body);
+    let step = |p: &Page| -> Vec<(String, String)> {
+        ["tx", "csrf", "state"]
+            .iter()
+            .map(|n| (n.to_string(), hidden(&p.body, n)))
+            .collect()
+    };
+    let new = "granite-meadow-compass-88";
+    let with = |mut f: Vec<(String, String)>, extra: &[(&str, &str)]| {
+        f.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        f
+    };
+    // The second factor's state token cannot choose the password.
+    let early = post(
+        &t,
+        &mut b,
+        "/login/password",
+        with(step(&mfa), &[("new_password", new)]),
+    )
+    .await;
+    assert_eq!(early.status, 401, "{}", early.body);
+    let change = post(
+        &t,
+        &mut b,
+        "/login/mfa",
+        with(step(&mfa), &[("kind", "recovery_code"), ("code", &recovery)]),
+    )
+    .await;
+    assert_eq!(change.status, 200, "{}", change.body);
+    assert!(change.body.contains("id=\"password-change\""), "{}", change.body);
+    assert!(b.session().is_none(), "no session before the new password");
+    // Without a new password, the same step shows its page again (the security-key script's way in).
+    let shown = post(&t, &mut b, "/login/password", step(&change)).await;
+    assert_eq!(shown.status, 200, "{}", shown.body);
+    assert!(shown.body.contains("id=\"password-change\""), "{}", shown.body);
+    let done = post(
+        &t,
+        &mut b,
+        "/login/password",
+        with(step(&change), &[("new_password", new)]),
+    )
+    .await;
+    let (st, tok) = t.exchange(&id, Some(&secret), &code_of(&done), None).await;
+    assert_eq!(st, 200, "{tok}");
+    let c: Value = serde_json::from_slice(
+        &B64.decode(tok["id_token"].as_str().unwrap().split('.').nth(1).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(c["acr"], "urn:unicred:acr:mfa", "{c}");
+    assert_eq!(c["amr"], json!(["pwd", "otp"]), "{c}");
+    assert_eq!(t.login(&mut Browser::new(), &id, &[], "alice", temp).await.status, 401);
+    t.s.stop().await;
+}

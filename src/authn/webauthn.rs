@@ -3,10 +3,7 @@
 
 use webauthn_rs::prelude::{PublicKeyCredential, RequestChallengeResponse};
 
-use super::{
-    ACR_MFA, AuthnError, PasswordOk, Step, TICKET_TTL, factor_attempt, factor_failed, factor_success, issue_ticket,
-    load_state,
-};
+use super::{AuthnError, PasswordOk, Step, after_factor, factor_attempt, factor_failed, factor_success, load_state};
 use crate::app::AppState;
 use crate::clients::Client;
 use crate::mfa::webauthn as wa;
@@ -79,7 +76,8 @@ pub async fn verify(
     Ok((ok, amr))
 }
 
-/// `POST /authn/factors/webauthn`: a valid assertion issues a login ticket.
+/// `POST /authn/factors/webauthn`: a valid assertion issues a login ticket (or first asks for
+/// a temporary password's replacement).
 pub async fn factor(
     state: &AppState,
     tenant: &Tenant,
@@ -88,12 +86,7 @@ pub async fn factor(
     credential: &serde_json::Value,
 ) -> Result<Step, AuthnError> {
     let (ok, amr) = verify(state, tenant, client, token, "mfa", credential).await?;
-    let ticket = issue_ticket(state, tenant, client, &ok.user, &amr, ACR_MFA).await?;
-    Ok(Step::Success {
-        user_id: ok.user.id,
-        login_ticket: ticket,
-        expires_in: TICKET_TTL,
-    })
+    after_factor(state, tenant, client, ok, &amr).await
 }
 
 #[cfg(test)]

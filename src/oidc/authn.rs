@@ -201,7 +201,8 @@ struct NewPasswordBody {
 api_body!(NewPasswordBody, "body must be {\"state_token\", \"new_password\"}");
 
 /// `POST /authn/password`: the new password after `PASSWORD_CHANGE_REQUIRED`; then the
-/// sign-in goes on as after a password (`MFA_REQUIRED`, `MFA_ENROLL_REQUIRED` or `SUCCESS`).
+/// sign-in goes on as after a password (`MFA_REQUIRED`, `MFA_ENROLL_REQUIRED` or `SUCCESS`), or
+/// ends with `SUCCESS` when the second factor came first.
 /// A password the policy refuses: 422 with each failed rule, and the state token stays usable.
 pub async fn new_password(
     State(state): State<AppState>,
@@ -222,7 +223,7 @@ pub async fn new_password(
     )
     .await;
     match replaced {
-        Ok(Ok(ok)) => match authn::next_step(&state, &tenant, &client, ok).await {
+        Ok(Ok(r)) => match authn::after_replacement(&state, &tenant, &client, r).await {
             Ok(step) => Ok(step_response(step, None)),
             Err(e) => error_response(e),
         },

@@ -247,7 +247,8 @@ pub async fn submit(
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    if ok.user.password_temporary != 0 {
+    // A temporary password is replaced now, or after the second factor (see `authn::password`).
+    if ok.user.password_temporary != 0 && !ok.has_factor {
         return match authn::new_state(&state, &tenant, &tx.client, &ok, password::PURPOSE).await {
             Ok(token) => password::page_for(&state, &tenant, &tx, &token, StatusCode::OK, &[]),
             Err(e) => internal(&tenant, &e),
@@ -481,7 +482,11 @@ pub async fn mfa_submit(
         }
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    complete(&state, &tenant, tx, &headers, ip, &ok, authn::AMR_MFA, authn::ACR_MFA).await
+    match password::after_factor(&state, &tenant, &tx, &ok, authn::AMR_MFA).await {
+        Ok(Some(token)) => password::page_for(&state, &tenant, &tx, &token, StatusCode::OK, &[]),
+        Ok(None) => complete(&state, &tenant, tx, &headers, ip, &ok, authn::AMR_MFA, authn::ACR_MFA).await,
+        Err(e) => step_failed(&tenant, e),
+    }
 }
 
 fn json_response(status: StatusCode, v: serde_json::Value) -> Response {
@@ -548,8 +553,20 @@ pub async fn webauthn_submit(
         Err(AuthnError::Busy) => return json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
         Err(AuthnError::Internal(e)) => return internal(&tenant, &e),
     };
-    let r = complete(&state, &tenant, tx, &headers, ip, &ok, &amr.join(" "), authn::ACR_MFA).await;
-    redirect_as_json(r)
+    let amr = amr.join(" ");
+    match password::after_factor(&state, &tenant, &tx, &ok, &amr).await {
+        // The script posts `state` with the page's tx and csrf to `action`, which shows the page.
+        Ok(Some(token)) => json_response(
+            StatusCode::OK,
+            serde_json::json!({"continue": {
+                "action": format!("{}/login/password", state.config.issuer(&tenant.slug)),
+                "state": token,
+            }}),
+        ),
+        Ok(None) => redirect_as_json(complete(&state, &tenant, tx, &headers, ip, &ok, &amr, authn::ACR_MFA).await),
+        Err(AuthnError::Busy) => json_error(StatusCode::SERVICE_UNAVAILABLE, "The service is busy."),
+        Err(e) => internal(&tenant, &e),
+    }
 }
 
 /// fetch() cannot usefully follow a redirect to another origin: the page's script gets the

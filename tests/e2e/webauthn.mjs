@@ -17,6 +17,9 @@
 // URL), that tenant's login page is tried first with the same passkey, which must be refused
 // (#passkey-error shown, no redirect).
 //
+// With --new-password NP, the password is temporary: after the passkey, the page that replaces
+// it (form#password-change) must follow; NP is entered there, and only then the redirect.
+//
 // With --enrol (no --account-token), nothing is registered beforehand: the tenant requires a
 // second factor, and after the password the enrolment page's #enroll-webauthn button
 // registers the key (navigator.credentials.create); the recovery codes are shown and
@@ -44,6 +47,7 @@ const { values: opt, positionals: urls } = parseArgs({
     passwordless: { type: "boolean", default: false },
     enrol: { type: "boolean", default: false },
     foreign: { type: "string" },
+    "new-password": { type: "string" },
     timeout: { type: "string", default: "15000" },
   },
 });
@@ -189,6 +193,11 @@ async function main({ context, page, violations, nextCallback }) {
   await button.click();
   let hit;
   try {
+    if (opt["new-password"]) {
+      await page.locator("form#password-change").waitFor({ state: "visible", timeout });
+      await page.fill("#new_password", opt["new-password"]);
+      await page.click("#submit");
+    }
     hit = await cbHit;
   } catch (e) {
     const box = opt.passwordless ? "#passkey-error" : "#webauthn-error";
