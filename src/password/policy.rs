@@ -33,7 +33,8 @@ pub fn check(policy: &Policy, password: &str, ctx: &Context<'_>) -> Result<(), V
             message: format!("at most {MAX_PASSWORD_BYTES} bytes"),
         });
     }
-    let lower = password.to_lowercase();
+    // The copies made here are wiped when dropped (zxcvbn's own are beyond reach).
+    let lower = zeroize::Zeroizing::new(password.to_lowercase());
     let local = ctx.email.and_then(|e| e.split('@').next()).unwrap_or_default();
     for (rule, word) in [
         ("contains_username", ctx.username),
@@ -49,7 +50,7 @@ pub fn check(policy: &Policy, password: &str, ctx: &Context<'_>) -> Result<(), V
         }
     }
     // zxcvbn's cost grows with length; its verdict on the first 100 characters is enough.
-    let head: String = password.chars().take(100).collect();
+    let head: zeroize::Zeroizing<String> = zeroize::Zeroizing::new(password.chars().take(100).collect());
     let inputs = [ctx.username, local, ctx.tenant_name];
     let entropy = zxcvbn::zxcvbn(&head, &inputs);
     let whole_common = entropy.sequence().iter().any(|m| {
