@@ -775,3 +775,41 @@ async fn a_webauthn_only_tenant_enrols_a_key_during_sign_in() {
     t.begin(&t.s).await;
     t.s.stop().await;
 }
+
+/// A registration whose audit event cannot be recorded stores no credential: the credential,
+/// the first factor's recovery codes and `mfa.enrolled` are one transaction.
+#[tokio::test]
+async fn a_registration_whose_event_fails_stores_nothing() {
+    let t = setup().await;
+    let token = t.account_token().await;
+    let rename = |from: &str, to: &str| {
+        sqlx::query(sqlx::AssertSqlSafe(format!("alter table {from} rename to {to}"))).execute(&t.s.state.db.pool)
+    };
+    let factors = || async {
+        let (n,): (i64,) = sqlx::query_as("select count(*) from factors")
+            .fetch_one(&t.s.state.db.pool)
+            .await
+            .unwrap();
+        n
+    };
+    let mut key = SoftPasskey::new(true);
+    let (st, opts) = account(&t.s, "/webauthn/register/options", &token, json!({"name": "Laptop"})).await;
+    assert_eq!(st, 200, "{opts}");
+    let cred = key
+        .do_registration(origin(&t.s), serde_json::from_value(opts).unwrap())
+        .unwrap();
+    rename("audit_events", "audit_events_away").await.unwrap();
+    let (st, r) = account(&t.s, "/webauthn/register", &token, json!({"credential": cred})).await;
+    assert!(st >= 500, "{st} {r}");
+    rename("audit_events_away", "audit_events").await.unwrap();
+    assert_eq!(
+        factors().await,
+        0,
+        "no credential and no recovery codes without the event"
+    );
+    // With the event back, the same key registers.
+    let (st, r, _) = register_with(&t.s, &token, &mut key).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(r["recovery_codes"].is_array(), "{r}");
+    t.s.stop().await;
+}

@@ -54,15 +54,18 @@ pub async fn register(
     let first = !mfa::has_confirmed(&state, &me.tenant, &me.user.id)
         .await
         .map_err(mfa_problem)?;
-    let Some(wa::Registered { factor_id: id, .. }) = wa::register_finish(&state, &me.tenant, &me.user.id, &credential)
+    let Some(registered) = wa::register_finish(&state, &me.tenant, &me.user.id, &credential)
         .await
         .map_err(mfa_problem)?
     else {
         return Err(invalid());
     };
-    // The MFA module stored the credential itself; the first factor's recovery codes and the
-    // event follow in one transaction.
+    // The credential, the first factor's recovery codes and the event: one transaction.
     let mut tx = state.db.begin_write().await?;
+    if !registered.store(&mut tx).await.map_err(mfa_problem)? {
+        return Err(invalid());
+    }
+    let id = registered.factor_id;
     let mut out = serde_json::json!({ "factor_id": id });
     if first {
         let codes = mfa::new_recovery_codes(&state, &mut tx, &me.tenant, &me.user.id)

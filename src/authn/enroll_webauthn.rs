@@ -75,9 +75,13 @@ pub async fn register(
         }
         Err(e) => return Err(e.into()),
     };
-    // The credential is stored (by the MFA module); the recovery codes and the event follow
-    // in one transaction.
+    // The credential, its recovery codes and the event: one transaction. A credential the
+    // tenant already has is refused like an invalid one.
     let mut tx = state.db.begin_write().await?;
+    if !registered.store(&mut tx).await? {
+        drop(tx);
+        return Err(factor_failed(state, tenant, client, &st, wa::KIND_WEBAUTHN).await);
+    }
     let recovery_codes = mfa::new_recovery_codes(state, &mut tx, tenant, &st.user_id).await?;
     let e = Event::new(&tenant.id, "mfa.enrolled")
         .user(&st.user_id)

@@ -236,15 +236,47 @@ fn discoverable(credential: &RegisterPublicKeyCredential) -> bool {
         .unwrap_or(false)
 }
 
-/// A newly registered credential.
+/// A newly registered credential, verified and not yet stored: the caller stores it with
+/// [`Registered::store`] in the transaction that also records its event.
 pub struct Registered {
     pub factor_id: String,
     /// May be synced to other devices (`swk` rather than `hwk`).
     pub backup_eligible: bool,
+    tenant_id: String,
+    user_id: String,
+    name: String,
+    cred_id: String,
+    credential: String,
+    discoverable: bool,
 }
 
-/// Finishes a registration: the new factor, or `None` for an unknown, spent, expired or
-/// invalid ceremony, or a credential the tenant already has.
+impl Registered {
+    /// Stores the credential in `tx`; false if the tenant already has this credential id
+    /// (the transaction must then be dropped).
+    pub async fn store(&self, tx: &mut store::Tx) -> Result<bool, MfaError> {
+        let created = db::create(
+            &mut **tx,
+            &db::NewCredential {
+                id: &self.factor_id,
+                tenant_id: &self.tenant_id,
+                user_id: &self.user_id,
+                name: &self.name,
+                cred_id: &self.cred_id,
+                credential: &self.credential,
+                discoverable: self.discoverable,
+            },
+        )
+        .await;
+        match created {
+            Ok(()) => Ok(true),
+            Err(StoreError::Conflict(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Finishes a registration: the verified credential, or `None` for an unknown, spent, expired
+/// or invalid ceremony.
 pub async fn register_finish(
     state: &AppState,
     tenant: &Tenant,
@@ -287,32 +319,20 @@ pub async fn register_finish(
             }
         }
     };
-    let id = store::new_id();
-    let json = serde_json::to_string(&passkey).map_err(internal)?;
+    let credential_json = serde_json::to_string(&passkey).map_err(internal)?;
     let backup_eligible = serde_json::to_value(&passkey).map_err(internal)?["cred"]["backup_eligible"]
         .as_bool()
         .unwrap_or(false);
-    let created = db::create(
-        &state.db,
-        &db::NewCredential {
-            id: &id,
-            tenant_id: &tenant.id,
-            user_id,
-            name,
-            cred_id: &b64url(passkey.cred_id()),
-            credential: &json,
-            discoverable: discoverable(credential),
-        },
-    )
-    .await;
-    match created {
-        Ok(()) => Ok(Some(Registered {
-            factor_id: id,
-            backup_eligible,
-        })),
-        Err(StoreError::Conflict(_)) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Some(Registered {
+        factor_id: store::new_id(),
+        backup_eligible,
+        tenant_id: tenant.id.clone(),
+        user_id: user_id.to_string(),
+        name: name.to_string(),
+        cred_id: b64url(passkey.cred_id()),
+        credential: credential_json,
+        discoverable: discoverable(credential),
+    }))
 }
 
 /// Starts an assertion for the sign-in API client `client_id`: `None` if the user has no

@@ -1,5 +1,7 @@
 //! WebAuthn credentials (factors of kind `webauthn`) and single-use ceremony state.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now, on_unique};
 
 /// A WebAuthn credential, confirmed at creation (the ceremony itself proves possession).
@@ -15,7 +17,7 @@ pub struct NewCredential<'a> {
 }
 
 /// Fails with `Conflict("credential")` when the tenant already knows this credential id.
-pub async fn create(db: &Db, c: &NewCredential<'_>) -> Result<()> {
+pub async fn create(ex: impl AnyExecutor<'_>, c: &NewCredential<'_>) -> Result<()> {
     sqlx::query(
         "insert into factors (id, tenant_id, user_id, kind, name, confirmed, created_at, cred_id, credential, discoverable) \
          values ($1, $2, $3, 'webauthn', $4, 1, $5, $6, $7, $8)",
@@ -28,7 +30,7 @@ pub async fn create(db: &Db, c: &NewCredential<'_>) -> Result<()> {
     .bind(c.cred_id)
     .bind(c.credential)
     .bind(i64::from(c.discoverable))
-    .execute(&db.pool)
+    .execute(ex)
     .await
     .map_err(on_unique("credential"))?;
     Ok(())
