@@ -946,7 +946,8 @@ async fn a_login_started_on_one_process_finishes_on_another() {
 #[tokio::test]
 async fn cors_answers_only_registered_web_origins() {
     let t = setup().await;
-    t.app(json!({"web_origins": ["https://app.bank.example"]})).await;
+    let (id, secret) = t.app(json!({"web_origins": ["https://app.bank.example"]})).await;
+    t.app(json!({"web_origins": ["https://other.bank.example"]})).await;
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let preflight = |path: &str, origin: &str| {
         t.s.http
@@ -970,6 +971,46 @@ async fn cors_answers_only_registered_web_origins() {
             .await
             .unwrap();
     assert_eq!(r.headers()["access-control-allow-origin"], "https://app.bank.example");
+    // Once the client is known, its answer is readable from its own origins only: another
+    // client's origin passes the preflight (which names no client), not the answer.
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &id, &[], "alice", PW).await);
+    let (_, tok) = t.exchange(&id, Some(&secret), &code, None).await;
+    let at = tok["access_token"].as_str().unwrap();
+    for origin in ["https://app.bank.example", "https://other.bank.example"] {
+        let own = origin == "https://app.bank.example";
+        let acao = |r: &reqwest::Response| r.headers().get("access-control-allow-origin").cloned();
+        let userinfo =
+            t.s.http
+                .get(format!("{}/t/bank/userinfo", t.s.url))
+                .header("origin", origin)
+                .bearer_auth(at);
+        let r = userinfo.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(acao(&r).is_some(), own, "userinfo from {origin}");
+        let r =
+            t.s.http
+                .post(format!("{}/t/bank/token", t.s.url))
+                .header("origin", origin)
+                .basic_auth(&id, Some(&secret))
+                .form(&[("grant_type", "refresh_token"), ("refresh_token", "not-one")])
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(acao(&r).is_some(), own, "a token error for the client from {origin}");
+        let r =
+            t.s.http
+                .post(format!("{}/t/bank/revoke", t.s.url))
+                .header("origin", origin)
+                .basic_auth(&id, Some(&secret))
+                .form(&[("token", tok["refresh_token"].as_str().unwrap())])
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(acao(&r).is_some(), own, "revoke from {origin}");
+    }
     // Discovery and JWKS: any origin. The account and admin APIs: never.
     let r =
         t.s.http

@@ -1,5 +1,8 @@
-//! CORS for `/token`, `/userinfo` and `/revoke`: only origins some client of the tenant
-//! registered (`web_origins`). `/account` and `/admin` never answer cross-origin requests.
+//! CORS for `/token`, `/userinfo` and `/revoke`: a response is readable from the web origins
+//! of the client it answers (`web_origins`), once the handler knows that client ([`for_client`]).
+//! A preflight, which names no client, and an error answered before any client was known are
+//! allowed for the origins of every client of the tenant. `/account` and `/admin` never answer
+//! cross-origin requests.
 
 use std::sync::Arc;
 
@@ -9,7 +12,19 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::clients::Client;
 use crate::store;
+
+/// The client a response answers: its origins alone may read it.
+#[derive(Clone)]
+struct ForClient(Arc<Client>);
+
+/// Marks `r` as the answer to `client`, for [`cors`].
+pub fn for_client(client: &Arc<Client>, r: impl IntoResponse) -> Response {
+    let mut r = r.into_response();
+    r.extensions_mut().insert(ForClient(client.clone()));
+    r
+}
 
 async fn tenant_origins(state: &AppState, slug: &str) -> Option<Arc<Vec<String>>> {
     if let Some(o) = state.origins.get(&slug.to_string()) {
@@ -47,13 +62,16 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
         .next()
         .unwrap_or_default()
         .to_string();
-    let allowed = match &origin {
-        Some(o) => tenant_origins(&state, &slug)
+    let some_clients = async |o: &str| {
+        tenant_origins(&state, &slug)
             .await
-            .is_some_and(|list| list.iter().any(|x| x == o)),
-        None => false,
+            .is_some_and(|list| list.iter().any(|x| x == o))
+    };
+    let Some(o) = origin.as_deref() else {
+        return next.run(req).await;
     };
     if req.method() == Method::OPTIONS {
+        let allowed = some_clients(o).await;
         let mut r = if allowed {
             StatusCode::NO_CONTENT.into_response()
         } else {
@@ -75,7 +93,12 @@ pub async fn cors(State(state): State<AppState>, req: Request, next: Next) -> Re
         return r;
     }
     let mut r = next.run(req).await;
-    if allowed {
+    let readable = match r.extensions().get::<ForClient>() {
+        Some(ForClient(c)) => c.web_origins.iter().any(|x| x == o),
+        // Refused before the client was known (malformed, bad credentials, bad token).
+        None => !r.status().is_success() && some_clients(o).await,
+    };
+    if readable {
         allow(r.headers_mut(), origin.as_deref());
     }
     r

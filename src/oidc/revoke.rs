@@ -4,10 +4,13 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 
 use crate::app::AppState;
+use crate::clients::Client;
 use crate::http::OAuthError;
 use crate::http::extract::Path;
+use crate::tenants::Tenant;
 use crate::tokens::access;
 
 use super::client_auth;
@@ -19,10 +22,20 @@ pub async fn revoke(
     Path(slug): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, OAuthError> {
+) -> Result<Response, OAuthError> {
     let tenant = super::tenant(&state, &slug).await?;
     let form = Form::parse(&headers, &body)?;
     let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
+    let r = revoke_token(&state, &tenant, &client, &form).await;
+    Ok(super::cors::for_client(&client, r))
+}
+
+async fn revoke_token(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    form: &Form,
+) -> Result<StatusCode, OAuthError> {
     let token = form.require("token")?;
     // Refresh tokens are opaque; access tokens are JWTs.
     if token.len() <= 128
@@ -32,7 +45,7 @@ pub async fn revoke(
         if tenant_id == tenant.id && client_id == client.id {
             store::refresh::revoke_family(&state.db.pool, &family).await?;
             super::audit(
-                &state,
+                state,
                 &tenant.id,
                 &client.id,
                 None,
@@ -44,14 +57,14 @@ pub async fn revoke(
         }
         return Ok(StatusCode::OK);
     }
-    if let Ok((t, claims)) = access::validate(&state, token, None).await
+    if let Ok((t, claims)) = access::validate(state, token, None).await
         && t.id == tenant.id
         && claims.client_id == client.id
     {
         let until = claims.exp + crate::tenants::CLOCK_SKEW;
         state.revocations.revoke(&claims.jti, &tenant.id, until).await?;
         super::audit(
-            &state,
+            state,
             &tenant.id,
             &client.id,
             None,

@@ -68,18 +68,19 @@ pub async fn token(
     Path(slug): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<TokenResponse, OAuthError> {
+) -> Result<Response, OAuthError> {
     let tenant = super::tenant(&state, &slug).await?;
     let form = Form::parse(&headers, &body)?;
     let grant = form.require("grant_type")?;
     let grant = GrantType::parse(grant).ok_or_else(OAuthError::unsupported_grant_type)?;
     let client = client_auth::authenticate(&state, &tenant, &headers, &form, true).await?;
-    match grant {
+    let r = match grant {
         GrantType::ClientCredentials => client_credentials(&state, &tenant, &client, &form).await,
         GrantType::LoginTicket => login_ticket(&state, &tenant, &client, &form).await,
         GrantType::AuthorizationCode => super::code_grant::authorization_code(&state, &tenant, &client, &form).await,
         GrantType::RefreshToken => super::code_grant::refresh_token(&state, &tenant, &client, &form).await,
-    }
+    };
+    Ok(super::cors::for_client(&client, r))
 }
 
 /// RFC 6749 §4.4. Admin scopes come only from here, and only for clients a platform admin

@@ -66,5 +66,9 @@ pub async fn userinfo(
     let mut r = axum::Json(body).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
+    // Readable cross-origin from the token's client's origins only.
+    match state.clients.get(&claims.client_id).await {
+        Ok(Some(client)) => super::cors::for_client(&client, r),
+        _ => r,
+    }
 }
