@@ -384,6 +384,7 @@ async fn a_change_whose_event_fails_is_not_made() {
         }
     };
     let (_, keys_before) = s.admin(Method::GET, "/admin/v1/tenants/bank/keys", &admin, None).await;
+    let legacy: Value = serde_json::from_str(include_str!("fixtures/legacy_hashes.json")).unwrap();
     rename("audit_events", "audit_events_away").await;
     let changes = [
         (
@@ -404,6 +405,11 @@ async fn a_change_whose_event_fails_is_not_made() {
         ),
         (Method::POST, format!("/admin/v1/tenants/bank/users/{uid}/lock"), None),
         (Method::DELETE, format!("/admin/v1/tenants/bank/clients/{id}"), None),
+        (
+            Method::POST,
+            "/admin/v1/tenants/bank/users/import".to_string(),
+            Some(json!({"users": [{"username": "imported", "password_hash": legacy[0]["hash"]}]})),
+        ),
     ];
     for (m, path, body) in &changes {
         let (st, b) = s.admin(m.clone(), path, &admin, body.clone()).await;
@@ -434,6 +440,10 @@ async fn a_change_whose_event_fails_is_not_made() {
     assert_eq!(st, 404, "no tenant without its event");
     let (_, keys_after) = s.admin(Method::GET, "/admin/v1/tenants/bank/keys", &admin, None).await;
     assert_eq!(keys_before, keys_after, "no rotation without its event");
+    let (_, found) = s
+        .admin(Method::GET, "/admin/v1/tenants/bank/users?q=imported", &admin, None)
+        .await;
+    assert_eq!(found["items"], json!([]), "no imported user without the import's event");
 
     // With the trail back, each change is made and recorded, and the chain verifies.
     for (m, path, body) in &changes {
@@ -455,6 +465,7 @@ async fn a_change_whose_event_fails_is_not_made() {
         "client.updated",
         "user.locked",
         "client.deleted",
+        "users.imported",
     ] {
         assert_eq!(kinds.iter().filter(|x| **x == k).count(), 1, "{k}: {kinds:?}");
     }

@@ -412,11 +412,20 @@ async fn legacy_import_logs_in_and_upgrades_every_format() {
             Method::POST,
             "/admin/v1/tenants/bank/users/import",
             &admin,
-            Some(json!({"users": [{"username": "user0", "password_hash": "$2b$04$x"}]})),
+            Some(json!({"users": [
+                {"username": "user0", "password_hash": "$2b$04$x"},
+                {"username": "user0", "password_hash": fixtures[0]["hash"]},
+                {"username": "latecomer", "password_hash": fixtures[0]["hash"]},
+            ]})),
         )
         .await;
     assert_eq!(st, 200);
-    assert_eq!(b[0]["status"], "error");
+    assert_eq!(b[0]["status"], "error", "{b}");
+    // A taken username is refused and leaves the rest of the import (one transaction) intact.
+    assert_eq!(b[1]["error"], "username already exists", "{b}");
+    assert_eq!(b[2]["status"], "created", "{b}");
+    let pw = fixtures[0]["password"].as_str().unwrap();
+    assert_eq!(s.authn("bank", &id, &secret, "latecomer", pw).await.status(), 200);
     s.stop().await;
 }
 

@@ -316,7 +316,8 @@ pub const IMPORT_MAX: usize = 1000;
 
 /// Bulk import with existing password hashes. Each record is checked on its own (format and
 /// cost bounds, so an import cannot plant a denial of service); one bad record aborts nothing.
-/// Imported users are upgraded to Argon2id at their next successful sign-in.
+/// The users and the summary event commit together: each record is a savepoint of one
+/// transaction. Imported users are upgraded to Argon2id at their next successful sign-in.
 #[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users/import", params(("slug" = String, Path)), request_body = ImportBody,
     responses((status = 200, body = Vec<ImportResult>), (status = 413), (status = 422)))]
 pub async fn import(
@@ -334,6 +335,7 @@ pub async fn import(
         argon2_max_m_kib: state.config.argon2_max_m_kib,
     };
     let mut out = Vec::with_capacity(body.users.len());
+    let mut tx = state.db.begin_write().await?;
     for rec in body.users {
         let result = async {
             let username = crate::username::normalize(&rec.username).map_err(|r| format!("username {r}"))?;
@@ -348,8 +350,13 @@ pub async fn import(
             }
             legacy::classify(&rec.password_hash, &limits).map_err(|e| format!("password_hash: {e}"))?;
             let id = store::new_id();
+            // A savepoint: a refused record (a taken username) leaves the others in place.
+            let mut record = sqlx::Acquire::begin(&mut *tx).await.map_err(|e| {
+                tracing::error!(error = %e, "import: a savepoint failed");
+                "internal error".to_string()
+            })?;
             store::users::create(
-                &state.db.pool,
+                &mut *record,
                 &store::users::NewUser {
                     id: &id,
                     tenant_id: &t.id,
@@ -370,6 +377,10 @@ pub async fn import(
                     "internal error".to_string()
                 }
             })?;
+            record.commit().await.map_err(|e| {
+                tracing::error!(error = %e, "import: releasing a savepoint failed");
+                "internal error".to_string()
+            })?;
             Ok::<String, String>(id)
         }
         .await;
@@ -389,11 +400,9 @@ pub async fn import(
         });
     }
     let created = out.iter().filter(|r| r.status == "created").count();
-    // Each record is its own commit (one bad record never aborts the others); the summary
-    // event follows them.
     super::commit_audited(
         &state,
-        state.db.begin_write().await?,
+        tx,
         &who,
         &t.id,
         "users.imported",
