@@ -459,25 +459,7 @@ async fn browser_passkey(how: Passkey) -> Value {
     let mut password = PW.to_string();
     if how == Passkey::BeforeANewPassword {
         // The account token stays valid: a password set ends sessions and refresh tokens.
-        password = "provisional-harbour-lantern-7".into();
-        let (_, users) = s
-            .admin(
-                reqwest::Method::GET,
-                &format!("/admin/v1/tenants/{TENANT}/users?q=alice"),
-                &admin,
-                None,
-            )
-            .await;
-        let uid = users["items"][0]["id"].as_str().unwrap();
-        let (st, _) = s
-            .admin(
-                reqwest::Method::POST,
-                &format!("/admin/v1/tenants/{TENANT}/users/{uid}/password"),
-                &admin,
-                Some(json!({"password": password, "temporary": true})),
-            )
-            .await;
-        assert_eq!(st, 204);
+        password = s.temporary_password(&admin, TENANT, "alice").await.into();
     }
     let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
     let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();

@@ -780,20 +780,7 @@ async fn the_tenant_chooses_the_allowed_factor_types() {
 async fn a_temporary_password_is_replaced_after_the_second_factor() {
     let t = setup().await;
     let (_, codes, _) = t.enrol("alice").await;
-    let (_, page) =
-        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
-            .await;
-    let uid = page["items"][0]["id"].as_str().unwrap().to_string();
-    let temp = "provisional-harbour-lantern-7";
-    let (st, _) =
-        t.s.admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
-            &t.admin,
-            Some(json!({"password": temp, "temporary": true})),
-        )
-        .await;
-    assert_eq!(st, 204);
+    let temp = t.s.temporary_password(&t.admin, "bank", "alice").await;
     let (st, r) = t.post("/authn", json!({"username": "alice", "password": temp})).await;
     assert_eq!((st, r["status"].as_str()), (200, Some("MFA_REQUIRED")), "{r}");
     let mfa_token = r["state_token"].as_str().unwrap().to_string();

@@ -1203,20 +1203,7 @@ async fn requiring_mfa_ends_what_a_password_alone_began() {
 async fn the_login_page_replaces_a_temporary_password() {
     let t = setup().await;
     let (id, secret) = t.app(json!({})).await;
-    let (_, users) =
-        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
-            .await;
-    let uid = users["items"][0]["id"].as_str().unwrap().to_string();
-    let temp = "provisional-harbour-lantern-7";
-    let (st, _) =
-        t.s.admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
-            &t.admin,
-            Some(json!({"password": temp, "temporary": true})),
-        )
-        .await;
-    assert_eq!(st, 204);
+    let temp = t.s.temporary_password(&t.admin, "bank", "alice").await;
     let mut b = Browser::new();
     let p = t.login(&mut b, &id, &[], "alice", temp).await;
     assert_eq!(p.status, 200, "{}", p.body);
@@ -1284,20 +1271,7 @@ async fn the_login_page_asks_the_second_factor_before_a_new_password() {
         .as_str()
         .unwrap_or_else(|| panic!("{c}"))
         .to_string();
-    let (_, users) =
-        t.s.admin(Method::GET, "/admin/v1/tenants/bank/users?q=alice", &t.admin, None)
-            .await;
-    let uid = users["items"][0]["id"].as_str().unwrap().to_string();
-    let temp = "provisional-harbour-lantern-7";
-    let (st, _) =
-        t.s.admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
-            &t.admin,
-            Some(json!({"password": temp, "temporary": true})),
-        )
-        .await;
-    assert_eq!(st, 204);
+    let temp = t.s.temporary_password(&t.admin, "bank", "alice").await;
 
     let mut b = Browser::new();
     let mfa = t.login(&mut b, &id, &[], "alice", temp).await;

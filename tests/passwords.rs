@@ -650,16 +650,7 @@ async fn a_temporary_password_is_replaced_at_the_next_sign_in() {
     s.tenant(&admin, "bank").await;
     let uid = s.user(&admin, "bank", "alice", PW).await;
     let (id, secret) = s.authn_client(&admin, "bank").await;
-    let temp = "provisional-harbour-lantern-7";
-    let (st, _) = s
-        .admin(
-            Method::POST,
-            &format!("/admin/v1/tenants/bank/users/{uid}/password"),
-            &admin,
-            Some(json!({"password": temp, "temporary": true})),
-        )
-        .await;
-    assert_eq!(st, 204);
+    let temp = s.temporary_password(&admin, "bank", "alice").await;
     let r: Value = s.authn("bank", &id, &secret, "alice", temp).await.json().await.unwrap();
     assert_eq!(r["status"], "PASSWORD_CHANGE_REQUIRED", "{r}");
     assert!(r.get("login_ticket").is_none());

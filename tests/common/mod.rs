@@ -270,6 +270,31 @@ impl Server {
         b["id"].as_str().unwrap().to_string()
     }
 
+    /// The temporary password an admin sets for `username` (who must replace it at the next
+    /// sign-in); returns it.
+    pub async fn temporary_password(&self, admin: &str, tenant: &str, username: &str) -> &'static str {
+        let temp = "provisional-harbour-lantern-7";
+        let (_, users) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/tenants/{tenant}/users?q={username}"),
+                admin,
+                None,
+            )
+            .await;
+        let uid = users["items"][0]["id"].as_str().unwrap();
+        let (st, b) = self
+            .admin(
+                reqwest::Method::POST,
+                &format!("/admin/v1/tenants/{tenant}/users/{uid}/password"),
+                admin,
+                Some(json!({"password": temp, "temporary": true})),
+            )
+            .await;
+        assert_eq!(st, 204, "{b}");
+        temp
+    }
+
     /// A client allowed to use the sign-in API and redeem its tickets.
     pub async fn authn_client(&self, admin: &str, tenant: &str) -> (String, String) {
         self.client(
