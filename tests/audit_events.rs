@@ -225,6 +225,17 @@ async fn management_changes_of_any_accepted_size_are_recorded() {
     let (_, page) = s
         .admin(Method::GET, "/admin/v1/tenants/bank/audit?limit=200", &admin, None)
         .await;
+    for bad in ["limit=x", "unknown=1"] {
+        let (st, b) = s
+            .admin(
+                Method::GET,
+                &format!("/admin/v1/tenants/bank/audit?{bad}"),
+                &admin,
+                None,
+            )
+            .await;
+        common::assert_problem(st, &b, 400, "bad-request");
+    }
     let events = page["items"].as_array().unwrap();
     let one = |kind: &str| {
         let found: Vec<&Value> = events.iter().filter(|e| e["type"] == kind).collect();

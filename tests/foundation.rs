@@ -490,6 +490,13 @@ async fn users_paging_search_and_revocation() {
         1,
         "LIKE wildcards are literal"
     );
+    let (_, found) = s
+        .admin(Method::GET, "/admin/v1/tenants/clinic/users?q=ALI", &admin, None)
+        .await;
+    assert_eq!(
+        found["items"][0]["username"], "alice",
+        "case is ignored on both backends: {found}"
+    );
     let (st, b) = s
         .admin(Method::GET, "/admin/v1/tenants/clinic/users?limit=500", &admin, None)
         .await;

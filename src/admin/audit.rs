@@ -1,6 +1,6 @@
 //! `/admin/v1/tenants/{slug}/audit`: query, export (JSON lines), verify, checkpoint.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -10,6 +10,7 @@ use super::{Principal, managed_tenant};
 use crate::app::AppState;
 use crate::audit::{self, AuditError, Checkpoint, StoredEvent, Verification};
 use crate::http::Problem;
+use crate::http::extract::Query;
 use crate::http::extract::{Json, Path};
 
 impl From<AuditError> for Problem {

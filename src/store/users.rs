@@ -87,7 +87,7 @@ pub async fn for_signin(db: &Db, tenant_id: &str, username: &str) -> Result<Opti
 }
 
 /// Users ordered by username after `after`; `q` matches a substring of username, email or
-/// display name (LIKE wildcards in `q` are escaped).
+/// display name, ignoring ASCII case on both backends (LIKE wildcards in `q` are escaped).
 pub async fn list(db: &Db, tenant_id: &str, q: Option<&str>, after: &str, limit: i64) -> Result<Vec<UserRow>> {
     let pattern = q.map(|q| {
         let escaped = q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
@@ -95,7 +95,8 @@ pub async fn list(db: &Db, tenant_id: &str, q: Option<&str>, after: &str, limit:
     });
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLS} from users where tenant_id = $1 and username > $2 \
-         and ($3 is null or username like $3 escape '\\' or email like $3 escape '\\' or display_name like $3 escape '\\') \
+         and ($3 is null or lower(username) like lower($3) escape '\\' or lower(email) like lower($3) escape '\\' \
+         or lower(display_name) like lower($3) escape '\\') \
          order by username limit $4"
     )))
     .bind(tenant_id)
