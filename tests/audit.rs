@@ -189,14 +189,14 @@ async fn tampering_in_the_database_is_detected() {
     let s = Server::start().await;
     let admin = s.admin_token().await;
     let mut tenants = Vec::new();
-    for slug in ["updated", "deleted", "swapped", "truncated", "erased"] {
+    for slug in ["updated", "deleted", "swapped", "truncated", "erased", "cut"] {
         make_tenant(&s, slug).await;
         let id = tenant_id(&s, slug).await;
         record_many(&s.state, &id, 10).await;
         assert_ok(&verify(&s.state.db, &id).await.unwrap(), 10);
         tenants.push(id);
     }
-    let [updated, deleted, swapped, truncated, erased] = &tenants[..] else {
+    let [updated, deleted, swapped, truncated, erased, cut] = &tenants[..] else {
         unreachable!()
     };
 
@@ -269,6 +269,31 @@ async fn tampering_in_the_database_is_detected() {
     )
     .await;
     assert_broken(&verify(&s.state.db, truncated).await.unwrap(), 9);
+
+    // Cutting the tail off, head and all, back past a signed checkpoint: the checkpoint says so.
+    assert_eq!(s.state.audit.checkpoint(cut).await.unwrap().seq, 10);
+    exec(&s, "delete from audit_events where tenant_id = $1 and seq >= 8", &[cut]).await;
+    let (h7,): (String,) = sqlx::query_as("select hash from audit_events where tenant_id = $1 and seq = 7")
+        .bind(cut)
+        .fetch_one(&s.state.db.pool)
+        .await
+        .unwrap();
+    exec(
+        &s,
+        "update audit_heads set seq = 7, hash = $1 where tenant_id = $2",
+        &[&h7, cut],
+    )
+    .await;
+    let v = verify(&s.state.db, cut).await.unwrap();
+    assert_broken(&v, 10);
+    assert!(
+        v.reason.as_deref().unwrap().contains("beyond the chain's head"),
+        "{v:?}"
+    );
+    // And with the head row gone as well.
+    exec(&s, "delete from audit_events where tenant_id = $1", &[cut]).await;
+    exec(&s, "delete from audit_heads where tenant_id = $1", &[cut]).await;
+    assert_broken(&verify(&s.state.db, cut).await.unwrap(), 10);
 
     // Erasing a user's personal data leaves the chain verifiable; changing an IP does not.
     assert!(

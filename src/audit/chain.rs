@@ -134,7 +134,21 @@ impl Verification {
 /// deleted, inserted and reordered rows, and checks every stored checkpoint's signature against
 /// the tenant's audit keys and its hash against the chain.
 pub async fn verify(db: &Db, tenant_id: &str) -> Result<Verification, AuditError> {
-    let Some(head) = sa::head(&db.pool, tenant_id).await? else {
+    // The newest checkpoint is read before the head: heads only grow and checkpoints are taken
+    // at a head, so one beyond the head read next means events (and the head) were cut back.
+    let newest = sa::checkpoint_upto(db, tenant_id, i64::MAX).await?;
+    let head = sa::head(&db.pool, tenant_id).await?;
+    if let Some(c) = newest.filter(|c| head.as_ref().is_none_or(|h| c.seq > h.seq)) {
+        let jwks = checkpoint::public_keys(db, tenant_id).await?;
+        let reason = match checkpoint::verify_with(&jwks, &c.jws) {
+            Ok(claims) if claims.tenant_id == tenant_id && claims.seq == c.seq && claims.hash == c.hash => {
+                "a signed checkpoint lies beyond the chain's head: events were cut off"
+            }
+            _ => "checkpoint signature does not verify",
+        };
+        return Ok(Verification::broken(c.seq, reason));
+    }
+    let Some(head) = head else {
         // No head: there must be no events either.
         let first = sa::events(
             db,

@@ -282,7 +282,8 @@ pub async fn erase_personal(ex: impl AnyExecutor<'_>, tenant_id: &str, user_id: 
 pub async fn chains(db: &Db) -> Result<Vec<(String, Option<String>)>> {
     Ok(sqlx::query_as(
         "select c.tenant_id, t.slug from \
-         (select tenant_id from audit_heads union select distinct tenant_id from audit_events) c \
+         (select tenant_id from audit_heads union select distinct tenant_id from audit_events \
+          union select distinct tenant_id from audit_checkpoints) c \
          left join tenants t on t.id = c.tenant_id order by t.slug, c.tenant_id",
     )
     .fetch_all(&db.pool)
