@@ -66,6 +66,8 @@ pub struct Client {
     pub id_token_alg: Option<Alg>,
     pub platform_admin: bool,
     pub created_at: i64,
+    /// Its own tokens issued before this (unix seconds) are refused: set by a secret rotation.
+    pub tokens_valid_after: i64,
 }
 
 impl Client {
@@ -96,6 +98,7 @@ impl Client {
             platform_admin: self.platform_admin as i64,
             created_at: self.created_at,
             updated_at: self.created_at,
+            tokens_valid_after: self.tokens_valid_after,
         }
     }
 }
@@ -122,6 +125,7 @@ impl TryFrom<ClientRow> for Client {
             consent_required: r.consent_required != 0,
             platform_admin: r.platform_admin != 0,
             created_at: r.created_at,
+            tokens_valid_after: r.tokens_valid_after,
         })
     }
 }
@@ -396,6 +400,7 @@ pub fn new_client(
         id_token_alg: None,
         platform_admin: false,
         created_at: now,
+        tokens_valid_after: 0,
     };
     if input.grant_types.is_none() && input.token_endpoint_auth_method == Some(AuthMethod::None) {
         c.grant_types = vec![GRANT_CODE.into()];

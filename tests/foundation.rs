@@ -407,6 +407,56 @@ async fn tenant_admin_is_confined_to_its_tenant() {
         )
         .await;
     assert_eq!(st, 401);
+
+    // Taking the scope away ends the token's power at once (not at its expiry); a secret
+    // rotation ends the tokens the old secret obtained.
+    let (st, b) = s
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/tenant-a/clients/{id}"),
+            &admin,
+            Some(json!({"scopes": []})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await; // the client cache
+    assert_eq!(get("/admin/v1/tenants/tenant-a/users").await.0, 403);
+    let (st, b) = s
+        .admin(
+            Method::PATCH,
+            &format!("/admin/v1/tenants/tenant-a/clients/{id}"),
+            &admin,
+            Some(json!({"scopes": ["tenant-admin"]})),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(get("/admin/v1/tenants/tenant-a/users").await.0, 200, "granted again");
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await; // a later second
+    let (st, b) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/tenants/tenant-a/clients/{id}/secret"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert_eq!(
+        get("/admin/v1/tenants/tenant-a/users").await.0,
+        401,
+        "issued before the rotation"
+    );
+    let (_, fresh) = s.token(&a, &id, b["client_secret"].as_str().unwrap(), &[]).await;
+    let (st, _) = s
+        .admin(
+            Method::GET,
+            "/admin/v1/tenants/tenant-a/users",
+            fresh["access_token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "the new secret's token works");
     s.stop().await;
 }
 

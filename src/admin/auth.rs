@@ -55,11 +55,15 @@ impl FromRequestParts<AppState> for Principal {
         if !claims.is_client_token() {
             return Err(invalid());
         }
-        if claims.has_scope(SCOPE_ADMIN) && tenant.is_system() {
+        // The scope must still be the client's: taking it away ends its tokens' power at once
+        // (the client cache is at most one second old).
+        let client = state.clients.get(&claims.client_id).await?.ok_or_else(invalid)?;
+        let holds = |scope: &str| claims.has_scope(scope) && client.scopes.iter().any(|s| s == scope);
+        if holds(SCOPE_ADMIN) && tenant.is_system() {
             Ok(Principal::Platform {
                 client_id: claims.client_id,
             })
-        } else if claims.has_scope(SCOPE_TENANT_ADMIN) && !tenant.is_system() {
+        } else if holds(SCOPE_TENANT_ADMIN) && !tenant.is_system() {
             Ok(Principal::TenantAdmin {
                 tenant_id: tenant.id.clone(),
                 client_id: claims.client_id,

@@ -22,11 +22,13 @@ pub struct ClientRow {
     pub platform_admin: i64,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The client's own tokens issued before this (unix seconds) are refused.
+    pub tokens_valid_after: i64,
 }
 
 const COLS: &str = "id, tenant_id, name, secret_hash, secret_key_version, token_endpoint_auth_method, redirect_uris, \
     post_logout_redirect_uris, grant_types, scopes, resources, web_origins, authn_api, consent_required, \
-    id_token_signed_response_alg, platform_admin, created_at, updated_at";
+    id_token_signed_response_alg, platform_admin, created_at, updated_at, tokens_valid_after";
 
 pub async fn create(ex: impl AnyExecutor<'_>, c: &ClientRow) -> Result<()> {
     sqlx::query(
@@ -117,19 +119,23 @@ pub async fn update(ex: impl AnyExecutor<'_>, c: &ClientRow) -> Result<()> {
     Ok(())
 }
 
+/// Sets the client's secret (a rotation): the client's own tokens issued before now end.
 pub async fn set_secret(
     ex: impl AnyExecutor<'_>,
     id: &str,
     hash: Option<&str>,
     key_version: Option<i64>,
 ) -> Result<()> {
-    let r = sqlx::query("update clients set secret_hash = $1, secret_key_version = $2, updated_at = $3 where id = $4")
-        .bind(hash)
-        .bind(key_version)
-        .bind(now())
-        .bind(id)
-        .execute(ex)
-        .await?;
+    let r = sqlx::query(
+        "update clients set secret_hash = $1, secret_key_version = $2, updated_at = $3, tokens_valid_after = $3 \
+         where id = $4",
+    )
+    .bind(hash)
+    .bind(key_version)
+    .bind(now())
+    .bind(id)
+    .execute(ex)
+    .await?;
     if r.rows_affected() == 0 {
         return Err(StoreError::NotFound);
     }

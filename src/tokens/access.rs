@@ -135,6 +135,10 @@ pub async fn validate(
     if client.tenant_id != tenant.id {
         return Err(Invalid::WrongIssuer);
     }
+    // The client's own tokens end when its secret is rotated.
+    if claims.is_client_token() && claims.iat < client.tokens_valid_after {
+        return Err(Invalid::Revoked);
+    }
     if !claims.is_client_token() {
         let (status, valid_after) = user_standing(state, &tenant.id, &claims.sub).await?;
         if status != "active" || claims.iat < valid_after {
