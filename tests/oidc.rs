@@ -251,6 +251,13 @@ async fn confidential_code_flow_with_pkce_refresh_rotation_and_reuse_detection()
     assert_eq!(st, 200, "{r2}");
     let rt2 = r2["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(rt1, rt2);
+    // Another client presenting the spent token is refused and ends nothing.
+    let (other, other_secret) = t.app(json!({"name": "Other"})).await;
+    let (st, _) = t.refresh(&other, &other_secret, &rt1).await;
+    assert_eq!(st, 400);
+    let (st, r3) = t.refresh(&id, &secret, &rt2).await;
+    assert_eq!(st, 200, "the family lives on: {r3}");
+    let rt2 = r3["refresh_token"].as_str().unwrap().to_string();
     let (st, e) = t.refresh(&id, &secret, &rt1).await;
     assert_eq!(
         (st, e["error"].as_str()),

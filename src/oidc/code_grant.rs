@@ -183,7 +183,17 @@ pub async fn refresh_token(
     let mut tx = state.db.begin_write().await?;
     let row = match store::refresh::use_token(&mut tx, &secret_hash(token)).await? {
         Used::Fresh(row) => row,
-        Used::Reused { family_id, tenant_id } => {
+        // Another client's (or tenant's) token is refused without touching its family: only
+        // its own client's reuse ends a family.
+        Used::Reused {
+            tenant_id, client_id, ..
+        } if tenant_id != tenant.id || client_id != client.id => {
+            let _ = tx.rollback().await;
+            return Err(invalid());
+        }
+        Used::Reused {
+            family_id, tenant_id, ..
+        } => {
             store::refresh::revoke_family(&mut *tx, &family_id).await?;
             tx.commit().await.map_err(store::StoreError::from)?;
             super::audit(

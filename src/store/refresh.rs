@@ -54,6 +54,7 @@ pub enum Used {
     Reused {
         family_id: String,
         tenant_id: String,
+        client_id: String,
     },
     Unknown,
 }
@@ -77,13 +78,17 @@ pub async fn use_token(tx: &mut sqlx::Transaction<'static, sqlx::Any>, token_has
     if let Some(r) = fresh {
         return Ok(Used::Fresh(r));
     }
-    let seen: Option<(String, String, i64)> =
-        sqlx::query_as("select family_id, tenant_id, expires_at from refresh_tokens where token_hash = $1")
+    let seen: Option<(String, String, String, i64)> =
+        sqlx::query_as("select family_id, tenant_id, client_id, expires_at from refresh_tokens where token_hash = $1")
             .bind(token_hash)
             .fetch_optional(&mut **tx)
             .await?;
     Ok(match seen {
-        Some((family_id, tenant_id, exp)) if exp > t => Used::Reused { family_id, tenant_id },
+        Some((family_id, tenant_id, client_id, exp)) if exp > t => Used::Reused {
+            family_id,
+            tenant_id,
+            client_id,
+        },
         _ => Used::Unknown,
     })
 }
