@@ -356,6 +356,18 @@ async fn tampering_in_the_database_is_detected() {
         .await
         .unwrap();
     assert_eq!(r.status(), 409);
+    // A checkpoint scans the log like verify and export: with every scan permit taken, 503.
+    let held: Vec<_> = std::iter::from_fn(|| s.state.audit.scan_permit()).collect();
+    assert!(!held.is_empty());
+    let r = s
+        .http
+        .post(format!("{url}/admin/v1/tenants/erased/audit/checkpoint"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    drop(held);
     s.stop().await;
 }
 

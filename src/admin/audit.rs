@@ -140,13 +140,16 @@ pub async fn verify(
 
 /// Signs the chain's current head with the tenant's audit key (see `{issuer}/audit-keys.json`).
 #[utoipa::path(post, path = "/admin/v1/tenants/{slug}/audit/checkpoint", params(("slug" = String, Path)),
-    responses((status = 201, body = Checkpoint), (status = 409, description = "the chain does not verify")))]
+    responses((status = 201, body = Checkpoint), (status = 409, description = "the chain does not verify"),
+        (status = 503, description = "too many scans of the log at once")))]
 pub async fn checkpoint(
     State(state): State<AppState>,
     who: Principal,
     Path(slug): Path<String>,
 ) -> Result<(StatusCode, Json<Checkpoint>), Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
+    // It verifies the chain from the last checkpoint: a scan like verify and export.
+    let _permit = state.audit.scan_permit().ok_or_else(Problem::busy)?;
     let c = state.audit.checkpoint(&t.id).await?;
     Ok((StatusCode::CREATED, Json(c)))
 }
