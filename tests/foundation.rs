@@ -124,8 +124,18 @@ async fn bootstrap_rotates_the_platform_secret() {
     assert_ne!(secret1, secret2);
     let (st, e) = s.token("system", &id1, &secret1, &[]).await;
     assert_eq!((st.as_u16(), e["error"].as_str()), (401, Some("invalid_client")));
-    let (st, _) = s.token("system", &id2, &secret2, &[]).await;
+    let (st, tok) = s.token("system", &id2, &secret2, &[]).await;
     assert_eq!(st, 200);
+    // The platform-admin client is neither changed nor deleted through the API: a change
+    // could leave no platform admin that bootstrap could bring back.
+    let admin = tok["access_token"].as_str().unwrap();
+    let path = format!("/admin/v1/tenants/system/clients/{id2}");
+    let (st, b) = s.admin(Method::PATCH, &path, admin, Some(json!({"scopes": []}))).await;
+    assert_eq!(st, 403, "{b}");
+    let (st, b) = s.admin(Method::DELETE, &path, admin, None).await;
+    assert_eq!(st, 403, "{b}");
+    let (st, _) = s.admin(Method::GET, "/admin/v1/tenants", admin, None).await;
+    assert_eq!(st, 200, "still a platform admin");
     s.stop().await;
 }
 
@@ -563,6 +573,11 @@ async fn users_paging_search_and_revocation() {
         )
         .await;
     assert_eq!((st.as_u16(), u["status"].as_str()), (200, Some("disabled")));
+    // Locking and unlocking a disabled user leaves it disabled.
+    for action in ["lock", "unlock"] {
+        let (st, u) = s.admin(Method::POST, &format!("{path}/{action}"), &admin, None).await;
+        assert_eq!((st.as_u16(), u["status"].as_str()), (200, Some("disabled")), "{action}");
+    }
     let (st, b) = s
         .admin(Method::PATCH, &path, &admin, Some(json!({"status": "gone"})))
         .await;

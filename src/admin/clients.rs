@@ -127,6 +127,13 @@ pub async fn update(
 ) -> Result<Json<ClientView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut c = (*client(&state, &t.id, &id).await?).clone();
+    // Its scopes and grants are what `bootstrap` relies on: a change could leave no platform
+    // admin, and bootstrap (which only issues a new secret) could not bring one back.
+    if c.platform_admin {
+        return Err(Problem::forbidden(
+            "the platform-admin client is managed by `unicred bootstrap`",
+        ));
+    }
     let before = view(&c, None);
     if body
         .token_endpoint_auth_method

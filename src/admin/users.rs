@@ -209,7 +209,8 @@ pub async fn set_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Lock a user: refused at sign-in; sessions and tokens end.
+/// Lock a user: refused at sign-in; sessions and tokens end. A disabled user stays disabled
+/// (so that unlocking cannot re-enable it).
 #[utoipa::path(post, path = "/admin/v1/tenants/{slug}/users/{id}/lock", params(("slug" = String, Path), ("id" = String, Path)),
     responses((status = 200, body = UserView), (status = 404)))]
 pub async fn lock(
@@ -219,7 +220,9 @@ pub async fn lock(
 ) -> Result<Json<UserView>, Problem> {
     let t = managed_tenant(&state, &who, &slug).await?;
     let mut u = user(&state, &t.id, &id).await?;
-    u.status = "locked".into();
+    if u.status != "disabled" {
+        u.status = "locked".into();
+    }
     u.tokens_valid_after = store::now();
     let mut tx = state.db.begin_write().await?;
     store::users::update_profile(&mut *tx, &u).await?;
