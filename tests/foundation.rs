@@ -231,6 +231,61 @@ async fn key_rotation_keeps_old_tokens_and_emergency_revokes_them() {
         published.contains(&c.as_str()) && !before.contains(&c),
         "a fresh key signs"
     );
+
+    // Rotations of one tenant at once (plain and emergency) run one after the other: each
+    // algorithm ends with one current and one next key, and the last emergency's keys only.
+    let rotate = |emergency: bool| {
+        s.admin(
+            Method::POST,
+            "/admin/v1/tenants/insurer/keys/rotate",
+            &admin,
+            Some(json!({"emergency": emergency})),
+        )
+    };
+    let (r1, r2, r3, r4) = tokio::join!(rotate(false), rotate(true), rotate(false), rotate(false));
+    for (st, b) in [r1, r2, r3, r4] {
+        assert_eq!(st, 200, "{b}");
+    }
+    let (_, keys) = s
+        .admin(Method::GET, "/admin/v1/tenants/insurer/keys", &admin, None)
+        .await;
+    let keys = keys.as_array().unwrap();
+    for alg in ["RS256", "ES256", "EdDSA"] {
+        for state in ["current", "next"] {
+            let n = keys.iter().filter(|k| k["alg"] == alg && k["state"] == state).count();
+            assert_eq!(n, 1, "{alg} {state}: {keys:#?}");
+        }
+    }
+    s.stop().await;
+}
+
+/// Two rotations of one tenant cannot interleave: the second's read of the keys waits for the
+/// first's commit and sees what it left (else both would promote the same `next` key, or an
+/// emergency would miss the keys a plain rotation just added).
+#[tokio::test]
+async fn a_rotations_read_of_the_keys_waits_for_the_one_before() {
+    use unicred::store::keys;
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "insurer").await;
+    let (tenant,): (String,) = sqlx::query_as("select id from tenants where slug = 'insurer'")
+        .fetch_one(&s.state.db.pool)
+        .await
+        .unwrap();
+    let mut first = s.state.db.begin_write().await.unwrap();
+    let before = keys::published_for_update(&mut first, &tenant).await.unwrap();
+    let second = tokio::spawn({
+        let (db, tenant) = (s.state.db.clone(), tenant.clone());
+        async move {
+            let mut tx = db.begin_write().await.unwrap();
+            keys::published_for_update(&mut tx, &tenant).await.unwrap().len()
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second read waits for the first rotation");
+    keys::delete(&mut *first, &before[0].kid).await.unwrap();
+    first.commit().await.unwrap();
+    assert_eq!(second.await.unwrap(), before.len() - 1, "and reads what it left");
     s.stop().await;
 }
 

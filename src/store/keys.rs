@@ -52,6 +52,25 @@ pub async fn published(db: &Db, tenant_id: &str) -> Result<Vec<SigningKeyRow>> {
     .await?)
 }
 
+/// The tenant's published keys, read in the caller's write transaction after locking the
+/// tenant's row (PostgreSQL `for update`; SQLite's write lock already serialises writers), so
+/// that two rotations of one tenant run one after the other, each on what the other left.
+pub async fn published_for_update(tx: &mut super::Tx, tenant_id: &str) -> Result<Vec<SigningKeyRow>> {
+    if tx.backend_name() != "SQLite" {
+        sqlx::query("select 1 from tenants where id = $1 for update")
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {COLS} from signing_keys where tenant_id = $1 and (retire_until is null or retire_until > $2) order by created_at, kid"
+    )))
+    .bind(tenant_id)
+    .bind(now())
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
 pub async fn all(db: &Db) -> Result<Vec<SigningKeyRow>> {
     Ok(
         sqlx::query_as(sqlx::AssertSqlSafe(format!("select {COLS} from signing_keys")))

@@ -207,8 +207,8 @@ impl KeyService {
             fresh.push(self.generate(tenant_id, alg, "next").await?);
         }
         let now = store::now();
-        let rows = store::keys::published(&self.db, tenant_id).await?;
         let mut tx = self.db.begin_write().await?;
+        let rows = store::keys::published_for_update(&mut tx, tenant_id).await?;
         for r in &rows {
             match (r.state.as_str(), emergency) {
                 (_, true) => store::keys::delete(&mut *tx, &r.kid).await?,
