@@ -89,6 +89,10 @@ impl From<store::StoreError> for AuthnError {
             tracing::warn!(error = %e, "database unavailable");
             return AuthnError::Busy;
         }
+        // Text no row can hold (a NUL in an id or a token): nothing matches it.
+        if e.is_bad_text() {
+            return AuthnError::InvalidFactor;
+        }
         AuthnError::Internal(e.to_string())
     }
 }

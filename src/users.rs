@@ -53,8 +53,8 @@ impl From<&UserRow> for UserView {
 
 pub fn check_email(e: &str) -> Result<(), Error> {
     let ok = e.len() <= 254
-        && e.split_once('@')
-            .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !e.chars().any(char::is_whitespace));
+        && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(())
     } else {

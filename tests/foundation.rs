@@ -1052,3 +1052,76 @@ async fn operations_endpoints_and_openapi() {
     assert_eq!(get("/no/such/path").await.unwrap().status(), 404);
     s.stop().await;
 }
+
+/// A NUL character, which PostgreSQL refuses in text, is the request's fault wherever a
+/// stranger, a user or an admin can put one (ids, queries, form fields, JSON): a 4xx there,
+/// never a 500 with an error in the log. On SQLite the same requests simply match nothing.
+#[tokio::test]
+async fn nul_characters_are_refused_not_failed_on() {
+    let s = Server::start().await;
+    let admin = s.admin_token().await;
+    s.tenant(&admin, "bank").await;
+    let (id, secret) = s.authn_client(&admin, "bank").await;
+    let url = |p: &str| format!("{}{p}", s.url);
+    let checks: Vec<(&str, reqwest::RequestBuilder)> = vec![
+        (
+            "admin search",
+            s.http
+                .get(url("/admin/v1/tenants/bank/users?q=%00"))
+                .bearer_auth(&admin),
+        ),
+        (
+            "admin id",
+            s.http.get(url("/admin/v1/tenants/bank/users/%00")).bearer_auth(&admin),
+        ),
+        (
+            "admin cursor",
+            s.http
+                .get(url("/admin/v1/tenants/bank/users?cursor=AA"))
+                .bearer_auth(&admin),
+        ),
+        (
+            "admin email",
+            s.http
+                .post(url("/admin/v1/tenants/bank/users"))
+                .bearer_auth(&admin)
+                .json(&json!({"username": "nul", "email": "a\u{0}@b.example"})),
+        ),
+        (
+            "token client_id",
+            s.http.post(url("/t/bank/token")).form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", "a\0b"),
+                ("client_secret", "x"),
+            ]),
+        ),
+        (
+            "sign-in API client_id",
+            s.http
+                .post(url("/t/bank/authn"))
+                .json(&json!({"username": "alice", "password": "pw", "client_id": "a\u{0}", "client_secret": "x"})),
+        ),
+        (
+            "sign-in API state token",
+            s.http
+                .post(url("/t/bank/authn/factors/totp"))
+                .basic_auth(&id, Some(&secret))
+                .json(&json!({"state_token": "a\u{0}", "code": "123456"})),
+        ),
+        (
+            "authorize client_id",
+            s.http.get(url("/t/bank/authorize?client_id=%00&response_type=code")),
+        ),
+        ("login page tx", s.http.get(url("/t/bank/login?tx=%00"))),
+        (
+            "tenant slug",
+            s.http.get(url("/t/%00/.well-known/openid-configuration")),
+        ),
+    ];
+    for (what, req) in checks {
+        let r = req.send().await.unwrap();
+        let st = r.status();
+        assert!(!st.is_server_error(), "{what}: {st} {}", r.text().await.unwrap());
+    }
+    s.stop().await;
+}

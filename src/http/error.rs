@@ -76,6 +76,9 @@ impl Problem {
     /// Logs `err` and answers a generic 500 — or a 503 with `Retry-After` when `err` is the
     /// database being unreachable, whatever path it took to get here.
     pub fn internal<E: std::fmt::Display + Unavailability + ?Sized>(err: &E) -> Self {
+        if err.is_bad_text() {
+            return Problem::bad_request(BAD_TEXT);
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
             let mut p = Problem::new(
@@ -234,6 +237,9 @@ impl OAuthError {
     /// Logs `err` and answers a generic 500 — or 503 `temporarily_unavailable` with
     /// `Retry-After` when `err` is the database being unreachable.
     pub fn server_error<E: std::fmt::Display + Unavailability + ?Sized>(err: &E) -> Self {
+        if err.is_bad_text() {
+            return OAuthError::invalid_request(BAD_TEXT);
+        }
         if err.is_unavailable() {
             tracing::warn!(error = %err, "database unavailable");
             let mut o = OAuthError::busy();
@@ -273,15 +279,25 @@ impl From<crate::audit::AuditError> for OAuthError {
     }
 }
 
+/// What a 400 for text the database refuses says (see [`crate::store::StoreError::is_bad_text`]).
+pub const BAD_TEXT: &str = "text with a NUL character is not accepted";
+
 /// Whether an error means the database cannot be reached right now (a 503 and a retry, not a
-/// 500): one question every error that can carry a database failure answers.
+/// 500): one question every error that can carry a database failure answers. And whether the
+/// request held text the database refuses (a 400).
 pub trait Unavailability {
     fn is_unavailable(&self) -> bool;
+    fn is_bad_text(&self) -> bool {
+        false
+    }
 }
 
 impl Unavailability for crate::store::StoreError {
     fn is_unavailable(&self) -> bool {
         crate::store::StoreError::is_unavailable(self)
+    }
+    fn is_bad_text(&self) -> bool {
+        crate::store::StoreError::is_bad_text(self)
     }
 }
 
@@ -294,6 +310,9 @@ impl Unavailability for crate::audit::AuditError {
 impl Unavailability for crate::mfa::MfaError {
     fn is_unavailable(&self) -> bool {
         matches!(self, crate::mfa::MfaError::Store(e) if e.is_unavailable())
+    }
+    fn is_bad_text(&self) -> bool {
+        matches!(self, crate::mfa::MfaError::Store(e) if e.is_bad_text())
     }
 }
 

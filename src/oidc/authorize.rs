@@ -278,6 +278,9 @@ pub fn internal<E: std::fmt::Display + crate::http::error::Unavailability + ?Siz
     tenant: &Tenant,
     e: &E,
 ) -> Response {
+    if e.is_bad_text() {
+        return error_page(StatusCode::BAD_REQUEST, &tenant.name, crate::http::error::BAD_TEXT);
+    }
     if e.is_unavailable() {
         tracing::warn!(error = %e, "database unavailable");
         let mut r = error_page(

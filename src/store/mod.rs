@@ -56,6 +56,14 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// The request carried text the database refuses: PostgreSQL takes no NUL character in a
+    /// text value (SQLSTATE 22021), which anyone can put in an id, a query or a form field. The
+    /// request's fault — a 400, not a 500 with an error in the log.
+    pub fn is_bad_text(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(d))
+            if d.code().is_some_and(|c| matches!(&*c, "22021" | "22P05")))
+    }
 }
 
 /// Turns a unique-constraint violation into `Conflict(what)`.
