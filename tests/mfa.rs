@@ -830,3 +830,50 @@ async fn a_temporary_password_is_replaced_after_the_second_factor() {
     assert_eq!(r["status"], "MFA_REQUIRED", "{r}");
     t.s.stop().await;
 }
+
+/// A user has at most ten second factors: each sign-in checks a code against every TOTP seed,
+/// so an account cannot be grown without bound. Removing one makes room again.
+#[tokio::test]
+async fn a_user_has_at_most_ten_factors() {
+    let t = setup().await;
+    let token = t.account_token("alice").await;
+    let mut ids = vec![];
+    for _ in 0..10 {
+        let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
+        assert_eq!(st, 200, "{e}");
+        let fid = e["factor_id"].as_str().unwrap().to_string();
+        let code = totp(e["secret"].as_str().unwrap(), now());
+        let (st, c, _) = t
+            .account(
+                Method::POST,
+                &format!("/totp/{fid}/confirm"),
+                &token,
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(st, 200, "{c}");
+        ids.push(fid);
+    }
+    let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
+    assert_eq!(
+        (st, e["type"].as_str()),
+        (409, Some("urn:unicred:problem:too-many-factors")),
+        "{e}"
+    );
+    let (st, e, _) = t
+        .account(
+            Method::POST,
+            "/webauthn/register/options",
+            &token,
+            Some(json!({"name": "Key"})),
+        )
+        .await;
+    assert_eq!(st, 409, "{e}");
+    let (st, _, _) = t
+        .account(Method::DELETE, &format!("/factors/{}", ids[0]), &token, None)
+        .await;
+    assert_eq!(st, 204);
+    let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
+    assert_eq!(st, 200, "{e}");
+    t.s.stop().await;
+}

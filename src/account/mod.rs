@@ -107,6 +107,12 @@ impl AccountUser {
 fn mfa_problem(e: mfa::MfaError) -> Problem {
     match e {
         mfa::MfaError::NotAllowed(kind) => not_allowed(kind),
+        mfa::MfaError::TooMany => Problem::new(
+            StatusCode::CONFLICT,
+            "too-many-factors",
+            "You have as many second factors as an account may have",
+        )
+        .detail(format!("at most {} per user: remove one first", mfa::MAX_FACTORS)),
         mfa::MfaError::AttestationRefused(reason) => Problem::new(
             StatusCode::BAD_REQUEST,
             "attestation-refused",

@@ -31,6 +31,22 @@ pub enum MfaError {
     /// The tenant's policy (`mfa_factors`) does not allow this kind of factor.
     #[error("the tenant does not allow {0} factors")]
     NotAllowed(&'static str),
+    /// The user has [`MAX_FACTORS`] already.
+    #[error("at most {MAX_FACTORS} second factors per user")]
+    TooMany,
+}
+
+/// Most confirmed second factors one user may have, of every kind: a sign-in checks a code
+/// against each TOTP seed, and lists of factors stay short.
+pub const MAX_FACTORS: usize = 10;
+
+/// Refuses to begin another factor for a user who has [`MAX_FACTORS`].
+pub async fn room_for_another(state: &AppState, tenant_id: &str, user_id: &str) -> Result<(), MfaError> {
+    let factors = store::factors::for_user(&state.db, tenant_id, user_id).await?;
+    if factors.iter().filter(|f| f.confirmed != 0).count() >= MAX_FACTORS {
+        return Err(MfaError::TooMany);
+    }
+    Ok(())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -90,6 +106,7 @@ pub async fn enroll_totp(
     if !tenant.policy.allows(KIND_TOTP) {
         return Err(MfaError::NotAllowed(KIND_TOTP));
     }
+    room_for_another(state, &tenant.id, user_id).await?;
     let seed = Zeroizing::new(crate::crypto::random_bytes::<20>());
     let id = store::new_id();
     let (ct, version) = state.keyring.encrypt(Purpose::TotpSeed, &tenant.id, &id, &seed[..]);

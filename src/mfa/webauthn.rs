@@ -178,6 +178,7 @@ pub async fn register_options(
     if !tenant.policy.allows(KIND_WEBAUTHN) {
         return Err(MfaError::NotAllowed(KIND_WEBAUTHN));
     }
+    super::room_for_another(state, &tenant.id, user_id).await?;
     let exclude: Vec<_> = passkeys(state, &tenant.id, user_id)
         .await?
         .into_iter()
