@@ -1338,3 +1338,56 @@ async fn the_login_page_asks_the_second_factor_before_a_new_password() {
     assert_eq!(t.login(&mut Browser::new(), &id, &[], "alice", temp).await.status, 401);
     t.s.stop().await;
 }
+
+/// RFC 8707 for user tokens: `resource` at the token endpoint (one of the client's registered
+/// resources) is the access token's `aud`; another is refused before the code or refresh token
+/// is spent; without it, `aud` is the client.
+#[tokio::test]
+async fn a_user_token_is_for_the_resource_asked_for() {
+    let t = setup().await;
+    let api = "https://api.bank.example";
+    let (id, secret) = t.app(json!({"resources": [api]})).await;
+    let aud = |tok: &Value| -> Value {
+        let at = tok["access_token"].as_str().unwrap_or_else(|| panic!("{tok}"));
+        let claims: Value = serde_json::from_slice(&B64.decode(at.split('.').nth(1).unwrap()).unwrap()).unwrap();
+        claims["aud"].clone()
+    };
+    let token = |form: Vec<(&str, String)>| {
+        t.s.http
+            .post(format!("{}/t/bank/token", t.s.url))
+            .basic_auth(&id, Some(&secret))
+            .form(&form)
+            .send()
+    };
+    let code = code_of(&t.login(&mut Browser::new(), &id, &[], "alice", PW).await);
+    let redeem = |resource: &str| {
+        vec![
+            ("grant_type", "authorization_code".to_string()),
+            ("code", code.clone()),
+            ("redirect_uri", CB.to_string()),
+            ("resource", resource.to_string()),
+        ]
+    };
+    let r = token(redeem("https://elsewhere.example")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["error"], "invalid_target", "{e}");
+    let tok: Value = token(redeem(api)).await.unwrap().json().await.unwrap();
+    assert_eq!(aud(&tok), api, "the code was not spent by the refused request");
+    let refresh = |rt: &str, resource: Option<&str>| {
+        let mut f = vec![
+            ("grant_type", "refresh_token".to_string()),
+            ("refresh_token", rt.to_string()),
+        ];
+        if let Some(r) = resource {
+            f.push(("resource", r.to_string()));
+        }
+        f
+    };
+    let rt = tok["refresh_token"].as_str().unwrap();
+    let r = token(refresh(rt, Some("https://elsewhere.example"))).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let tok: Value = token(refresh(rt, None)).await.unwrap().json().await.unwrap();
+    assert_eq!(aud(&tok), id.as_str(), "no resource: the client");
+    t.s.stop().await;
+}

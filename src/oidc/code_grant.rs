@@ -31,6 +31,7 @@ pub async fn authorization_code(
             "authorization_code is not allowed for this client",
         ));
     }
+    let resource = super::token::audience(client, form)?;
     let code = form.require("code")?;
     if code.len() > 128 {
         return Err(OAuthError::invalid_grant("invalid authorization code"));
@@ -100,6 +101,7 @@ pub async fn authorization_code(
             scopes,
             authn,
             nonce: c.nonce,
+            resource,
         },
         Refresh::NewFamily {
             session_id: c.session_id,
@@ -175,6 +177,7 @@ pub async fn refresh_token(
             "refresh_token is not allowed for this client",
         ));
     }
+    let resource = super::token::audience(client, form)?;
     let token = form.require("refresh_token")?;
     if token.len() > 128 {
         return Err(OAuthError::invalid_grant("invalid refresh token"));
@@ -261,6 +264,7 @@ pub async fn refresh_token(
             scopes,
             authn,
             nonce: None,
+            resource,
         },
         Refresh::Rotate(row),
         Some(&mut tx),

@@ -98,21 +98,18 @@ async fn client_credentials(
     }
     let scopes = granted_scopes(client, form.get("scope"))?;
     let admin = scopes.iter().any(|s| *s == SCOPE_ADMIN || *s == SCOPE_TENANT_ADMIN);
-    let resources = form.all("resource");
-    if resources.len() > 1 {
-        return Err(OAuthError::invalid_target("one resource per token"));
-    }
-    let aud = match (resources.first(), admin) {
-        (None, true) => state.config.admin_audience(),
-        (Some(r), true) if *r == state.config.admin_audience() => r.to_string(),
-        (Some(_), true) => {
-            return Err(OAuthError::invalid_target(
-                "admin scopes are only for the management API",
-            ));
+    let aud = if admin {
+        match form.all("resource").as_slice() {
+            [] => state.config.admin_audience(),
+            [r] if *r == state.config.admin_audience() => r.to_string(),
+            _ => {
+                return Err(OAuthError::invalid_target(
+                    "admin scopes are only for the management API",
+                ));
+            }
         }
-        (Some(r), false) if client.resources.iter().any(|x| x == r) => r.to_string(),
-        (Some(_), false) => return Err(OAuthError::invalid_target("resource is not allowed for this client")),
-        (None, false) => client.id.clone(),
+    } else {
+        audience(client, form)?.unwrap_or_else(|| client.id.clone())
     };
     let now = store::now();
     let ttl = tenant.policy.access_token_ttl();
@@ -164,6 +161,7 @@ async fn login_ticket(
             "the login-ticket grant is not allowed for this client",
         ));
     }
+    let resource = audience(client, form)?;
     let ticket = form.require("login_ticket")?;
     if ticket.len() > 128 {
         return Err(OAuthError::invalid_grant("invalid login ticket"));
@@ -192,6 +190,7 @@ async fn login_ticket(
             scopes,
             authn,
             nonce: None,
+            resource,
         },
         user_tokens::Refresh::None,
         None,
@@ -212,6 +211,18 @@ async fn login_ticket(
 
 /// The requested scopes, each of which the client must hold; none requested means all of
 /// the client's scopes.
+/// The access token's audience a request asks for with `resource` (RFC 8707): one of the
+/// client's registered resources, or `None` (the client's own id) when it names none. Checked
+/// before a code, ticket or refresh token is spent.
+pub(super) fn audience(client: &Client, form: &Form) -> Result<Option<String>, OAuthError> {
+    match form.all("resource").as_slice() {
+        [] => Ok(None),
+        [r] if client.resources.iter().any(|x| x == r) => Ok(Some(r.to_string())),
+        [_] => Err(OAuthError::invalid_target("resource is not allowed for this client")),
+        _ => Err(OAuthError::invalid_target("one resource per token")),
+    }
+}
+
 fn granted_scopes<'a>(client: &'a Client, requested: Option<&'a str>) -> Result<Vec<&'a str>, OAuthError> {
     let Some(requested) = requested else {
         return Ok(client.scopes.iter().map(String::as_str).collect());

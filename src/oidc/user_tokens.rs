@@ -49,6 +49,9 @@ pub struct Grant {
     pub scopes: Vec<String>,
     pub authn: Authentication,
     pub nonce: Option<String>,
+    /// The access token's audience asked for (RFC 8707; see `token::audience`), else the
+    /// client's own id.
+    pub resource: Option<String>,
 }
 
 pub enum Refresh {
@@ -75,14 +78,19 @@ pub async fn issue(
     refresh: Refresh,
     tx: Option<&mut sqlx::Transaction<'static, sqlx::Any>>,
 ) -> Result<Issued, OAuthError> {
-    let Grant { scopes, authn, nonce } = grant;
+    let Grant {
+        scopes,
+        authn,
+        nonce,
+        resource,
+    } = grant;
     let now = store::now();
     let ttl = tenant.policy.access_token_ttl();
     let scope = scopes.join(" ");
     let claims = AccessClaims {
         iss: state.config.issuer(&tenant.slug),
         sub: user.id.clone(),
-        aud: client.id.clone(),
+        aud: resource.unwrap_or_else(|| client.id.clone()),
         client_id: client.id.clone(),
         exp: now + ttl,
         iat: now,
