@@ -148,6 +148,9 @@ async fn maintenance(state: AppState) {
         if let Err(e) = crate::store::tickets::purge_expired(&state.db).await {
             tracing::warn!(error = %e, "purging expired login tickets failed");
         }
+        if let Err(e) = crate::store::factors::purge_expired_states(&state.db).await {
+            tracing::warn!(error = %e, "purging expired sign-in state tokens failed");
+        }
         state.limits.shrink();
         if let Err(e) = crate::store::keys::delete_expired(&state.db).await {
             tracing::warn!(error = %e, "deleting expired signing keys failed");

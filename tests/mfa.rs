@@ -877,3 +877,27 @@ async fn a_user_has_at_most_ten_factors() {
     assert_eq!(st, 200, "{e}");
     t.s.stop().await;
 }
+
+/// Sign-in state tokens are purged once expired (every minute, in maintenance): each password
+/// step of a user with a factor writes one.
+#[tokio::test]
+async fn expired_state_tokens_are_purged() {
+    let t = setup().await;
+    t.enrol("alice").await;
+    assert_eq!(t.signin("alice").await["status"], "MFA_REQUIRED");
+    sqlx::query("update mfa_states set expires_at = 1")
+        .execute(&t.s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(t.signin("alice").await["status"], "MFA_REQUIRED");
+    let purged = unicred::store::factors::purge_expired_states(&t.s.state.db)
+        .await
+        .unwrap();
+    assert!(purged >= 1, "{purged}");
+    let (left,): (i64,) = sqlx::query_as("select count(*) from mfa_states")
+        .fetch_one(&t.s.state.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the live one stays");
+    t.s.stop().await;
+}

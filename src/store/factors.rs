@@ -280,3 +280,12 @@ pub async fn consume_state(db: &Db, id_hash: &str) -> Result<bool> {
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// Deletes expired sign-in state tokens (spent or not); returns how many.
+pub async fn purge_expired_states(db: &Db) -> Result<u64> {
+    let r = sqlx::query("delete from mfa_states where expires_at < $1")
+        .bind(now())
+        .execute(&db.pool)
+        .await?;
+    Ok(r.rows_affected())
+}
