@@ -1391,3 +1391,30 @@ async fn a_user_token_is_for_the_resource_asked_for() {
     assert_eq!(aud(&tok), id.as_str(), "no resource: the client");
     t.s.stop().await;
 }
+
+/// Signing in again in the same browser (`prompt=login`, a step-up, `max_age`) keeps the
+/// user's other apps signed in: their session-bound refresh families move to the new session.
+/// Another user's sign-in in that browser ends them.
+#[tokio::test]
+async fn signing_in_again_keeps_the_users_other_apps() {
+    let t = setup().await;
+    let (a, a_secret) = t.app(json!({})).await;
+    let (other, _) = t.app(json!({"name": "Other"})).await;
+    t.s.user(&t.admin, "bank", "bob", PW).await;
+    let bound = [("scope", "openid profile")]; // no offline_access: bound to the session
+    let mut b = Browser::new();
+    let code = code_of(&t.login(&mut b, &a, &bound, "alice", PW).await);
+    let (_, tok) = t.exchange(&a, Some(&a_secret), &code, None).await;
+    let rt = tok["refresh_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{tok}"))
+        .to_string();
+    code_of(&t.login(&mut b, &other, &[("prompt", "login")], "alice", PW).await);
+    let (st, r) = t.refresh(&a, &a_secret, &rt).await;
+    assert_eq!(st, 200, "the first app stays signed in: {r}");
+    let rt = r["refresh_token"].as_str().unwrap().to_string();
+    code_of(&t.login(&mut b, &other, &[("prompt", "login")], "bob", PW).await);
+    let (st, _) = t.refresh(&a, &a_secret, &rt).await;
+    assert_eq!(st, 400, "another user's sign-in ends alice's session and its families");
+    t.s.stop().await;
+}

@@ -107,8 +107,9 @@ pub async fn current(
     store::sessions::touch(&state.db, &tenant.id, &crate::crypto::secret_hash(&raw), idle).await
 }
 
-/// Starts a session with a new id (ending the one the browser had) and returns the
-/// `Set-Cookie` headers: the session and a signed device cookie.
+/// Starts a session with a new id (ending the one the browser had, whose refresh-token
+/// families move to the new one if it was the same user's) and returns the `Set-Cookie`
+/// headers: the session and a signed device cookie.
 pub async fn start(
     state: &AppState,
     tenant: &Tenant,
@@ -118,9 +119,6 @@ pub async fn start(
     amr: &str,
     acr: &str,
 ) -> Result<(SessionRow, Vec<HeaderValue>), store::StoreError> {
-    if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
-        store::sessions::delete(&state.db.pool, &tenant.id, &crate::crypto::secret_hash(&old)).await?;
-    }
     let raw = crate::crypto::random_token::<32>();
     let now = store::now();
     let max = tenant.policy.session_max_seconds.unwrap_or(12 * 3600) as i64;
@@ -135,7 +133,13 @@ pub async fn start(
         last_seen: now,
         expires_at: now + max,
     };
-    store::sessions::create(&state.db, &row).await?;
+    let mut tx = state.db.begin_write().await?;
+    if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
+        let old = crate::crypto::secret_hash(&old);
+        store::sessions::hand_over(&mut tx, &tenant.id, &old, &row.id_hash, user_id).await?;
+    }
+    store::sessions::create(&mut *tx, &row).await?;
+    tx.commit().await?;
     let device = device_cookie(state, tenant, throttle_key);
     let cookies = vec![
         set_cookie(state, &session_cookie_name(state, tenant), &raw, max),

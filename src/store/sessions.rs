@@ -17,7 +17,7 @@ pub struct SessionRow {
     pub expires_at: i64,
 }
 
-pub async fn create(db: &Db, s: &SessionRow) -> Result<()> {
+pub async fn create(ex: impl AnyExecutor<'_>, s: &SessionRow) -> Result<()> {
     sqlx::query(
         "insert into sessions (id_hash, tenant_id, user_id, auth_time, amr, acr, created_at, last_seen, expires_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -31,8 +31,32 @@ pub async fn create(db: &Db, s: &SessionRow) -> Result<()> {
     .bind(s.created_at)
     .bind(s.last_seen)
     .bind(s.expires_at)
-    .execute(&db.pool)
+    .execute(ex)
     .await?;
+    Ok(())
+}
+
+/// Ends session `old` in `tx` as session `new` of `user_id` begins in the same browser. When
+/// `old` was the same user's, the refresh-token families begun in it move to `new`: signing in
+/// again (step-up, `prompt=login`, `max_age`) must not end the user's other apps' sign-ins.
+/// Another user's session just ends, and its families with it at their next refresh.
+pub async fn hand_over(tx: &mut super::Tx, tenant_id: &str, old: &str, new: &str, user_id: &str) -> Result<()> {
+    let own = sqlx::query("delete from sessions where id_hash = $1 and tenant_id = $2 and user_id = $3")
+        .bind(old)
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(&mut **tx)
+        .await?;
+    if own.rows_affected() > 0 {
+        sqlx::query("update refresh_tokens set session_id = $1 where session_id = $2 and tenant_id = $3")
+            .bind(new)
+            .bind(old)
+            .bind(tenant_id)
+            .execute(&mut **tx)
+            .await?;
+    } else {
+        delete(&mut **tx, tenant_id, old).await?;
+    }
     Ok(())
 }
 
