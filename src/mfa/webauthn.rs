@@ -437,7 +437,7 @@ pub(super) async fn accept(
     let res = match result {
         Ok(res) => res,
         Err(WebauthnError::CredentialPossibleCompromise) => {
-            clone_detected(state, tenant, user_id, &row.id, 0, counter(&passkey)).await?;
+            clone_detected(state, tenant, user_id, &row.id, None, counter(&passkey)).await?;
             return Ok(None);
         }
         Err(e) => {
@@ -447,7 +447,7 @@ pub(super) async fn accept(
     };
     let stored = counter(&passkey);
     if (res.counter() > 0 || stored > 0) && res.counter() <= stored {
-        clone_detected(state, tenant, user_id, &row.id, res.counter(), stored).await?;
+        clone_detected(state, tenant, user_id, &row.id, Some(res.counter()), stored).await?;
         return Ok(None);
     }
     passkey.update_credential(&res);
@@ -462,19 +462,25 @@ pub(super) async fn accept(
     }))
 }
 
+/// A cloned authenticator: whichever copy moved the counter first keeps passing, and that is
+/// as likely the attacker's, so the credential is suspended (unconfirmed: no longer offered or
+/// accepted) until its owner removes it and registers a key again; recorded with the event.
 pub(super) async fn clone_detected(
     state: &AppState,
     tenant: &Tenant,
     user_id: &str,
     factor_id: &str,
-    presented: u32,
+    presented: Option<u32>,
     stored: u32,
 ) -> Result<(), MfaError> {
-    tracing::warn!(%factor_id, presented, stored, "WebAuthn signature counter regressed: possible cloned authenticator");
-    let e = Event::new(&tenant.id, "mfa.clone_detected")
-        .user(user_id)
-        .data(serde_json::json!({"factor": KIND_WEBAUTHN, "factor_id": factor_id, "counter": presented, "stored_counter": stored}));
-    state.audit.record(e).await.map_err(internal)?;
+    tracing::warn!(%factor_id, ?presented, stored, "WebAuthn signature counter regressed: possible cloned authenticator");
+    let mut tx = state.db.begin_write().await?;
+    db::suspend(&mut *tx, &tenant.id, factor_id).await?;
+    let e = Event::new(&tenant.id, "mfa.clone_detected").user(user_id).data(
+        serde_json::json!({"factor": KIND_WEBAUTHN, "factor_id": factor_id, "counter": presented,
+            "stored_counter": stored, "suspended": true}),
+    );
+    state.audit.commit(tx, e).await.map_err(internal)?;
     Ok(())
 }
 

@@ -43,6 +43,17 @@ pub struct CredentialRow {
     pub credential: String,
 }
 
+/// Suspends a credential (a cloned authenticator): unconfirmed, it is no longer offered or
+/// accepted.
+pub async fn suspend(ex: impl AnyExecutor<'_>, tenant_id: &str, id: &str) -> Result<()> {
+    sqlx::query("update factors set confirmed = 0 where tenant_id = $1 and id = $2 and kind = 'webauthn'")
+        .bind(tenant_id)
+        .bind(id)
+        .execute(ex)
+        .await?;
+    Ok(())
+}
+
 /// The user's confirmed WebAuthn credentials.
 pub async fn for_user(db: &Db, tenant_id: &str, user_id: &str) -> Result<Vec<CredentialRow>> {
     Ok(sqlx::query_as(
