@@ -427,10 +427,11 @@ pub async fn replace_temporary_password(
         Err(crate::error::Error::Store(e)) => return Err(e.into()),
         Err(e) => return Err(AuthnError::Internal(e.to_string())),
     };
-    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+    // The token is spent in the change's own transaction: two requests cannot both change.
+    let mut tx = state.db.begin_write().await?;
+    if !store::factors::consume_state(&mut *tx, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }
-    let mut tx = state.db.begin_write().await?;
     store::users::set_password(
         &mut *tx,
         &tenant.id,
@@ -552,7 +553,7 @@ async fn factor_success(
     st: &StateRow,
     amr: &str,
 ) -> Result<PasswordOk, AuthnError> {
-    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
+    if !store::factors::consume_state(&state.db.pool, &secret_hash(token)).await? {
         return Err(AuthnError::InvalidFactor);
     }
     authenticated(state, tenant, client, st, amr).await
@@ -687,8 +688,12 @@ pub async fn confirm_enrolment(
     if verified.is_none() {
         return Err(factor_failed(state, tenant, client, &st, "totp").await);
     }
-    // The confirmation, the recovery codes and the event: one transaction.
+    // The spent token, the confirmation, the recovery codes and the event: one transaction,
+    // the token first, so two enrolments on one token cannot both replace the codes.
     let mut tx = state.db.begin_write().await?;
+    if !store::factors::consume_state(&mut *tx, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
     if !store::factors::confirm(&mut *tx, &tenant.id, &pending.id).await? {
         drop(tx);
         return Err(factor_failed(state, tenant, client, &st, "totp").await);
@@ -699,9 +704,6 @@ pub async fn confirm_enrolment(
         .client(&client.id)
         .data(serde_json::json!({ "factor": "totp", "factor_id": pending.id }));
     state.audit.commit(tx, e).await?;
-    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
-        return Err(AuthnError::InvalidFactor);
-    }
     Ok((st, codes))
 }
 

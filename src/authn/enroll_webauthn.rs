@@ -75,9 +75,13 @@ pub async fn register(
         }
         Err(e) => return Err(e.into()),
     };
-    // The credential, its recovery codes and the event: one transaction. A credential the
-    // tenant already has is refused like an invalid one.
+    // The spent token, the credential, its recovery codes and the event: one transaction, the
+    // token first (two enrolments on one token cannot both replace the codes). A credential
+    // the tenant already has is refused like an invalid one.
     let mut tx = state.db.begin_write().await?;
+    if !store::factors::consume_state(&mut *tx, &secret_hash(token)).await? {
+        return Err(AuthnError::InvalidFactor);
+    }
     if !registered.store(&mut tx).await? {
         drop(tx);
         return Err(factor_failed(state, tenant, client, &st, wa::KIND_WEBAUTHN).await);
@@ -88,9 +92,6 @@ pub async fn register(
         .client(&client.id)
         .data(serde_json::json!({"factor": wa::KIND_WEBAUTHN, "factor_id": registered.factor_id}));
     state.audit.commit(tx, e).await?;
-    if !store::factors::consume_state(&state.db, &secret_hash(token)).await? {
-        return Err(AuthnError::InvalidFactor);
-    }
     // The authenticator verified the user (passkey registration requires it).
     let amr = super::webauthn::amr(registered.backup_eligible, true);
     Ok(Enrolled::Done {

@@ -272,11 +272,11 @@ pub async fn reserve_attempt(db: &Db, id_hash: &str) -> Result<bool> {
     Ok(r.rows_affected() == 1)
 }
 
-pub async fn consume_state(db: &Db, id_hash: &str) -> Result<bool> {
+pub async fn consume_state(ex: impl AnyExecutor<'_>, id_hash: &str) -> Result<bool> {
     let r = sqlx::query("update mfa_states set used_at = $1 where id_hash = $2 and used_at is null")
         .bind(now())
         .bind(id_hash)
-        .execute(&db.pool)
+        .execute(ex)
         .await?;
     Ok(r.rows_affected() == 1)
 }
