@@ -303,9 +303,8 @@ async fn browser_login_with_a_passkey() {
     assert!(amr.iter().any(|a| a == "user"), "user verified: {claims}");
 }
 
-/// The same with a temporary password (set by an admin after the key was registered): after
-/// the key, the served script posts to the "choose a new password" page, and only the new
-/// password completes the sign-in.
+/// The same with a temporary password: after the key, the served script posts to the "choose
+/// a new password" page, and only the new password completes the sign-in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_passkey_before_a_new_password() {
     if !enabled() {
@@ -456,10 +455,14 @@ async fn browser_passkey(how: Passkey) -> Value {
     assert_eq!(status, 200, "{tok}");
     let account_token = tok["access_token"].as_str().unwrap().to_string();
 
-    let mut password = PW.to_string();
     if how == Passkey::BeforeANewPassword {
-        // The account token stays valid: a password set ends sessions and refresh tokens.
-        password = s.temporary_password(&admin, TENANT, "alice").await.into();
+        // Alice's password becomes temporary, as after an admin's set with `temporary`. The
+        // flag is set directly: an admin's set also ends her tokens, and the script still needs
+        // the account token above to register the key.
+        sqlx::query("update users set password_temporary = 1 where username = 'alice'")
+            .execute(&s.state.db.pool)
+            .await
+            .unwrap();
     }
     let (verifier, url) = authorize_url(&s, TENANT, &web, &cb, "st-key");
     let origin = s.state.config.public_url.as_str().trim_end_matches('/').to_string();
@@ -471,7 +474,7 @@ async fn browser_passkey(how: Passkey) -> Value {
         "--username",
         "alice",
         "--password",
-        &password,
+        PW,
         "--account-token",
         &account_token,
         "--origin",
