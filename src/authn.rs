@@ -344,18 +344,8 @@ pub async fn password_change_after_factor(
     if ok.user.password_temporary == 0 {
         return Ok(None);
     }
-    let token = crate::crypto::random_token::<32>();
-    let row = StateRow {
-        tenant_id: tenant.id.clone(),
-        client_id: client.id.clone(),
-        user_id: ok.user.id.clone(),
-        purpose: purpose.into(),
-        throttle_key: ok.throttle_key.clone(),
-        failures: 0,
-        amr: Some(amr.into()),
-    };
-    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
-    Ok(Some(token))
+    let row = state_row(tenant, client, ok, purpose, Some(amr.into()));
+    Ok(Some(stored_state(state, &row).await?))
 }
 
 /// The sign-in API after a second factor (`amr`): the login ticket, or first the replacement
@@ -450,9 +440,11 @@ pub async fn replace_temporary_password(
         .data(serde_json::json!({"via": "temporary"}));
     state.audit.commit(tx, e).await?;
     user.password_temporary = 0;
+    // After a second factor nothing reads it: the sign-in is complete.
+    let has_factor = st.amr.is_none() && mfa::has_confirmed(state, tenant, &user.id).await?;
     Ok(Ok(Replaced {
         ok: PasswordOk {
-            has_factor: mfa::has_confirmed(state, tenant, &user.id).await?,
+            has_factor,
             user,
             throttle_key: st.throttle_key,
             ip: Some(ip),
@@ -479,17 +471,7 @@ pub async fn new_state(
     ok: &PasswordOk,
     purpose: &str,
 ) -> Result<String, AuthnError> {
-    let token = crate::crypto::random_token::<32>();
-    let row = StateRow {
-        tenant_id: tenant.id.clone(),
-        client_id: client.id.clone(),
-        user_id: ok.user.id.clone(),
-        purpose: purpose.into(),
-        throttle_key: ok.throttle_key.clone(),
-        failures: 0,
-        amr: None,
-    };
-    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    let token = stored_state(state, &state_row(tenant, client, ok, purpose, None)).await?;
     let e = Event::new(&tenant.id, "signin.password_ok")
         .user(&ok.user.id)
         .client(&client.id)
@@ -732,14 +714,32 @@ pub async fn enroll_confirm(
 /// sign-in completes on the page's next post, with a fresh single-use state token of purpose
 /// `page-enrolled` for the same user, carrying the `amr` of the factor just enrolled.
 pub async fn enrolled_state(state: &AppState, st: &StateRow, amr: &[&str]) -> Result<String, AuthnError> {
-    let token = crate::crypto::random_token::<32>();
     let row = StateRow {
         purpose: "page-enrolled".into(),
         failures: 0,
         amr: Some(amr.join(" ")),
         ..st.clone()
     };
-    store::factors::create_state(&state.db, &secret_hash(&token), &row, store::now() + STATE_TTL).await?;
+    stored_state(state, &row).await
+}
+
+/// A fresh state row for `ok`'s user and `purpose` (`amr`: a second factor already given).
+fn state_row(tenant: &Tenant, client: &Client, ok: &PasswordOk, purpose: &str, amr: Option<String>) -> StateRow {
+    StateRow {
+        tenant_id: tenant.id.clone(),
+        client_id: client.id.clone(),
+        user_id: ok.user.id.clone(),
+        purpose: purpose.into(),
+        throttle_key: ok.throttle_key.clone(),
+        failures: 0,
+        amr,
+    }
+}
+
+/// Stores `row` under a new state token, live for [`STATE_TTL`]; returns the token.
+async fn stored_state(state: &AppState, row: &StateRow) -> Result<String, AuthnError> {
+    let token = crate::crypto::random_token::<32>();
+    store::factors::create_state(&state.db, &secret_hash(&token), row, store::now() + STATE_TTL).await?;
     Ok(token)
 }
 

@@ -127,6 +127,23 @@ impl T {
         let (st, h) = (r.status().as_u16(), r.headers().clone());
         (st, r.json().await.unwrap_or(Value::Null), h)
     }
+    /// Adds and confirms one more TOTP factor through the account API; returns its id.
+    async fn add_totp(&self, token: &str) -> String {
+        let (st, e, _) = self.account(Method::POST, "/totp", token, None).await;
+        assert_eq!(st, 200, "{e}");
+        let fid = e["factor_id"].as_str().unwrap().to_string();
+        let code = totp(e["secret"].as_str().unwrap(), now());
+        let (st, c, _) = self
+            .account(
+                Method::POST,
+                &format!("/totp/{fid}/confirm"),
+                token,
+                Some(json!({"code": code})),
+            )
+            .await;
+        assert_eq!(st, 200, "{c}");
+        fid
+    }
     /// Enrols TOTP through the account API; returns (secret, recovery codes, time of the code
     /// that confirmed it).
     async fn enrol(&self, user: &str) -> (String, Vec<String>, i64) {
@@ -284,20 +301,7 @@ async fn parallel_deletes_keep_the_last_required_factor() {
     let token = t.account_token("alice").await;
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
-        assert_eq!(st, 200, "{e}");
-        let fid = e["factor_id"].as_str().unwrap().to_string();
-        let code = totp(e["secret"].as_str().unwrap(), now());
-        let (st, c, _) = t
-            .account(
-                Method::POST,
-                &format!("/totp/{fid}/confirm"),
-                &token,
-                Some(json!({"code": code})),
-            )
-            .await;
-        assert_eq!(st, 200, "{c}");
-        ids.push(fid);
+        ids.push(t.add_totp(&token).await);
     }
     t.set_policy(json!({"mfa": "required"})).await;
     let (p0, p1) = (format!("/factors/{}", ids[0]), format!("/factors/{}", ids[1]));
@@ -816,13 +820,7 @@ async fn a_temporary_password_is_replaced_after_the_second_factor() {
         t.s.redeem_ticket("bank", &t.id, &t.secret, r["login_ticket"].as_str().unwrap(), "openid")
             .await;
     assert_eq!(st, 200, "{tok}");
-    use base64::Engine;
-    let claims: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(tok["id_token"].as_str().unwrap().split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap();
+    let claims = common::jwt_claims(tok["id_token"].as_str().unwrap());
     assert_eq!(claims["acr"], "urn:unicred:acr:mfa", "{claims}");
     assert_eq!(claims["amr"], json!(["pwd", "otp"]), "{claims}");
     // The new password stands, and still needs the factor.
@@ -839,20 +837,7 @@ async fn a_user_has_at_most_ten_factors() {
     let token = t.account_token("alice").await;
     let mut ids = vec![];
     for _ in 0..10 {
-        let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
-        assert_eq!(st, 200, "{e}");
-        let fid = e["factor_id"].as_str().unwrap().to_string();
-        let code = totp(e["secret"].as_str().unwrap(), now());
-        let (st, c, _) = t
-            .account(
-                Method::POST,
-                &format!("/totp/{fid}/confirm"),
-                &token,
-                Some(json!({"code": code})),
-            )
-            .await;
-        assert_eq!(st, 200, "{c}");
-        ids.push(fid);
+        ids.push(t.add_totp(&token).await);
     }
     let (st, e, _) = t.account(Method::POST, "/totp", &token, None).await;
     assert_eq!(

@@ -55,9 +55,7 @@ fn origin(s: &Server) -> Url {
     Url::parse(s.state.config.public_url.as_str()).unwrap()
 }
 
-fn claims(jwt: &str) -> Value {
-    serde_json::from_slice(&B64.decode(jwt.split('.').nth(1).unwrap()).unwrap()).unwrap()
-}
+use common::jwt_claims as claims;
 
 fn hidden(body: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");

@@ -86,14 +86,7 @@ async fn redeem(t: &T, ticket: &str, scope: Option<&str>) -> Value {
         .unwrap()
 }
 
-fn claims(jwt: &str) -> Value {
-    serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(jwt.split('.').nth(1).unwrap())
-            .unwrap(),
-    )
-    .unwrap()
-}
+use common::jwt_claims as claims;
 
 impl T {
     async fn signin(&self) -> Value {

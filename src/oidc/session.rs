@@ -133,13 +133,17 @@ pub async fn start(
         last_seen: now,
         expires_at: now + max,
     };
-    let mut tx = state.db.begin_write().await?;
-    if let Some(old) = cookie(headers, &session_cookie_name(state, tenant)) {
-        let old = crate::crypto::secret_hash(&old);
-        store::sessions::hand_over(&mut tx, &tenant.id, &old, &row.id_hash, user_id).await?;
+    match cookie(headers, &session_cookie_name(state, tenant)) {
+        // The browser's earlier session ends in the transaction that starts this one.
+        Some(old) => {
+            let mut tx = state.db.begin_write().await?;
+            let old = crate::crypto::secret_hash(&old);
+            store::sessions::hand_over(&mut tx, &tenant.id, &old, &row.id_hash, user_id).await?;
+            store::sessions::create(&mut *tx, &row).await?;
+            tx.commit().await?;
+        }
+        None => store::sessions::create(&state.db.pool, &row).await?,
     }
-    store::sessions::create(&mut *tx, &row).await?;
-    tx.commit().await?;
     let device = device_cookie(state, tenant, throttle_key);
     let cookies = vec![
         set_cookie(state, &session_cookie_name(state, tenant), &raw, max),

@@ -1,5 +1,7 @@
 //! Key fingerprints (`key_versions`) and per-tenant signing keys.
 
+use sqlx::any::AnyExecutor;
+
 use super::{Db, Result, now};
 
 pub async fn versions(db: &Db) -> Result<Vec<(String, i64, String)>> {
@@ -42,13 +44,13 @@ pub struct SigningKeyRow {
 const COLS: &str = "kid, tenant_id, alg, state, public_jwk, private_ct, master_version, created_at, retire_until";
 
 /// Published keys of a tenant: next, current, and retired ones still within their window.
-pub async fn published(db: &Db, tenant_id: &str) -> Result<Vec<SigningKeyRow>> {
+pub async fn published(ex: impl AnyExecutor<'_>, tenant_id: &str) -> Result<Vec<SigningKeyRow>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {COLS} from signing_keys where tenant_id = $1 and (retire_until is null or retire_until > $2) order by created_at, kid"
     )))
     .bind(tenant_id)
     .bind(now())
-    .fetch_all(&db.pool)
+    .fetch_all(ex)
     .await?)
 }
 
@@ -62,13 +64,7 @@ pub async fn published_for_update(tx: &mut super::Tx, tenant_id: &str) -> Result
             .execute(&mut **tx)
             .await?;
     }
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "select {COLS} from signing_keys where tenant_id = $1 and (retire_until is null or retire_until > $2) order by created_at, kid"
-    )))
-    .bind(tenant_id)
-    .bind(now())
-    .fetch_all(&mut **tx)
-    .await?)
+    published(&mut **tx, tenant_id).await
 }
 
 pub async fn all(db: &Db) -> Result<Vec<SigningKeyRow>> {

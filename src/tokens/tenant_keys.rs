@@ -70,7 +70,7 @@ impl KeyService {
         if let Some(k) = self.cache.get(&tenant_id.to_string()) {
             return Ok(k);
         }
-        let rows = store::keys::published(&self.db, tenant_id).await?;
+        let rows = store::keys::published(&self.db.pool, tenant_id).await?;
         let mut signers = HashMap::new();
         let mut verify = HashMap::new();
         let mut jwks = Vec::new();

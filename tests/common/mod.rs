@@ -232,6 +232,18 @@ impl Server {
 }
 
 #[track_caller]
+/// The claims of a JWT, unverified (the tests check what the server put in).
+pub fn jwt_claims(jwt: &str) -> Value {
+    use base64::Engine;
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 pub fn assert_problem(status: StatusCode, body: &Value, expected: u16, kind: &str) {
     assert_eq!(status.as_u16(), expected, "{body}");
     assert_eq!(body["type"], format!("urn:unicred:problem:{kind}"), "{body}");

@@ -1,7 +1,8 @@
 //! The login page's step for a temporary password (set by an admin with `temporary`): after it
 //! is entered, the user chooses a new one (the tenant's policy applies, each failed rule is
-//! shown) before enrolment or the session — after the second factor when the user has one. The sign-in API's function does
-//! the work (`authn::replace_temporary_password`), with a page state token.
+//! shown) before enrolment or the session — after the second factor when the user has one.
+//! The sign-in API's function does the work (`authn::replace_temporary_password`), with a page
+//! state token.
 
 use axum::Extension;
 use axum::extract::State;
